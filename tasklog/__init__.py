@@ -1,0 +1,82 @@
+"""tasklog: what happened the last time job X ran, and why did it fail?
+
+Plain :mod:`logging` calls stored as pydantic records in a swappable,
+queryable repository (memory, CSV, SQLite, PostgreSQL, any SQLAlchemy database).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .adapter import TaskAdapter, get_task_logger
+from .config import basic_config
+from .exceptions import CancelRun, ConfigError, TaskInaction, TasklogError
+from .handler import ActionFilter, RepoHandler
+from .query import (
+    between,
+    contains,
+    greater_equal,
+    greater_than,
+    in_,
+    less_equal,
+    less_than,
+    not_equal,
+    not_in,
+)
+from .records import (
+    Action,
+    LogRecord,
+    MinimalRecord,
+    MinimalRunRecord,
+    RunRecord,
+    TaskLogRecord,
+    TaskRunRecord,
+)
+from .repos import CSVFileRepo, MemoryRepo, Repository, Result, SQLRepo, open_repo
+
+__all__ = [
+    "Action",
+    "ActionFilter",
+    "CSVFileRepo",
+    "CancelRun",
+    "ConfigError",
+    "LogRecord",
+    "MemoryRepo",
+    "MinimalRecord",
+    "MinimalRunRecord",
+    "RepoHandler",
+    "Repository",
+    "Result",
+    "RunRecord",
+    "SQLRepo",
+    "TaskAdapter",
+    "TaskInaction",
+    "TaskLogRecord",
+    "TaskRunRecord",
+    "TasklogError",
+    "basic_config",
+    "between",
+    "contains",
+    "get_task_logger",
+    "greater_equal",
+    "greater_than",
+    "in_",
+    "less_equal",
+    "less_than",
+    "not_equal",
+    "not_in",
+    "open_repo",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Serve ``__version__`` lazily from the installed metadata."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("tasklog")
+        except PackageNotFoundError:  # pragma: no cover  (not installed)
+            return "0+unknown"
+    msg = f"module 'tasklog' has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,481 @@
+"""``RepoHandler``: a stdlib logging handler that stores records in a repository.
+
+The caller's ``emit`` only turns the :class:`logging.LogRecord` into a dict of
+the model's fields. For stores whose writes have a fixed cost (CSV, SQL) a
+writer thread then validates the records and writes them in batches through
+``Repository.add_many``; other stores are written at once. Failures never
+reach the code that logs: they are counted in :attr:`RepoHandler.counts` and
+reported on stderr once per cause.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from .repos import Repository, open_repo
+
+__all__ = ["ActionFilter", "RepoHandler", "resolve_model"]
+
+ErrorPolicy = Literal["warn", "ignore", "raise"]
+Mode = Literal["auto", "background", "sync"]
+Overflow = Literal["block", "drop"]
+
+_MISSING = object()
+_HOST = socket.gethostname()
+_local = threading.local()
+"""``_local.busy`` is true while this thread writes to a store: records logged
+then (SQLAlchemy's own logs, say) are not fed back into the store."""
+
+
+def resolve_model(model: type[BaseModel] | str | None) -> type[BaseModel] | None:
+    """Return a model class given as a class or a dotted path (``"pkg.mod.Model"``).
+
+    Raises:
+        ValueError: the path does not name a pydantic model class.
+    """
+    if model is None or isinstance(model, type):
+        return model
+    module_name, _, attr = str(model).rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), attr) if module_name else None
+    except (ImportError, AttributeError):
+        found = None
+    if not (isinstance(found, type) and issubclass(found, BaseModel)):
+        msg = f"Cannot use model {model!r}: give a pydantic model class or its dotted path."
+        raise ValueError(msg)
+    return found
+
+
+def _exc_text(handler: logging.Handler, record: logging.LogRecord) -> str | None:
+    if record.exc_info and not record.exc_text:
+        formatter = handler.formatter or logging.Formatter()
+        record.exc_text = formatter.formatException(record.exc_info)
+    return record.exc_text or None
+
+
+_SPECIAL: dict[str, Callable[[logging.Handler, logging.LogRecord], Any]] = {
+    "message": lambda h, r: r.getMessage(),
+    "formatted_message": lambda h, r: h.format(r),
+    "exc_text": _exc_text,
+    "msg": lambda h, r: str(r.msg),
+    "host": lambda h, r: r.__dict__.get("host") or _HOST,
+}
+
+
+class ActionFilter(logging.Filter):
+    """Pass only records whose ``action`` is one of *actions*.
+
+    Route, for example, ``fail`` and ``crash`` records to a mail or chat handler.
+    """
+
+    def __init__(self, *actions: str) -> None:
+        super().__init__()
+        self.actions = frozenset(str(a) for a in actions)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether the record's action is one of the chosen ones."""
+        action = getattr(record, "action", None)
+        return action is not None and str(action) in self.actions
+
+
+class RepoHandler(logging.Handler):
+    """Store log records in a repository.
+
+    Args:
+        repo: a repository, or a URL for :func:`tasklog.open_repo`.
+        level: the handler's level.
+        model: the record model (a class or a dotted path). With a URL it is
+            the repository's model; with a repository object, records are
+            validated against it before they are added (default: ``repo.model``).
+        errors: what to do with a record that does not fit the model:
+            ``"warn"`` reports each cause once on stderr, ``"ignore"`` only
+            counts, ``"raise"`` raises from ``emit`` (for tests).
+        mode: ``"background"`` writes batches from a writer thread, ``"sync"``
+            writes each record before ``emit`` returns, ``"auto"`` picks
+            background for stores that prefer batches (CSV, SQL).
+        batch_size: most records per write.
+        flush_interval: longest time (s) a record waits in the queue.
+        max_queue: most records waiting to be written; beyond it *overflow* applies.
+        overflow: ``"block"`` makes the logging call wait up to *block_timeout*
+            for room, then drop; ``"drop"`` drops at once. Drops are counted.
+        block_timeout: see *overflow*.
+        retry_max_delay: longest pause (s) between retries of a failing store.
+        flush_timeout: longest time (s) :meth:`flush` waits; None waits until stored.
+        close_timeout: longest time (s) :meth:`close` keeps retrying a failing store.
+        **options: passed to :func:`tasklog.open_repo` with a URL.
+    """
+
+    def __init__(
+        self,
+        repo: Repository[Any] | str,
+        level: int | str = logging.NOTSET,
+        *,
+        model: type[BaseModel] | str | None = None,
+        errors: ErrorPolicy = "warn",
+        mode: Mode = "auto",
+        batch_size: int = 1000,
+        flush_interval: float = 0.2,
+        max_queue: int = 100_000,
+        overflow: Overflow = "block",
+        block_timeout: float = 5.0,
+        retry_max_delay: float = 5.0,
+        flush_timeout: float | None = None,
+        close_timeout: float = 10.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(level)
+        if errors not in ("warn", "ignore", "raise"):
+            msg = f"errors must be 'warn', 'ignore' or 'raise', not {errors!r}."
+            raise ValueError(msg)
+        if mode not in ("auto", "background", "sync"):
+            msg = f"mode must be 'auto', 'background' or 'sync', not {mode!r}."
+            raise ValueError(msg)
+        if overflow not in ("block", "drop"):
+            msg = f"overflow must be 'block' or 'drop', not {overflow!r}."
+            raise ValueError(msg)
+        for name, value in (("batch_size", batch_size), ("max_queue", max_queue)):
+            if not isinstance(value, int) or value < 1:
+                msg = f"{name} must be a positive integer, not {value!r}."
+                raise ValueError(msg)
+        resolved = resolve_model(model)
+        if isinstance(repo, str):
+            if resolved is not None:
+                options["model"] = resolved
+            repo = open_repo(repo, **options)
+        elif options:
+            msg = f"Unknown RepoHandler option(s): {', '.join(options)}."
+            raise TypeError(msg)
+        self.repo: Repository[Any] = repo
+        self.model: type[BaseModel] = resolved or repo.model
+        self.errors: ErrorPolicy = errors
+        self.background = mode == "background" or (mode == "auto" and repo.prefers_batches)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_queue = max_queue
+        self.overflow: Overflow = overflow
+        self.block_timeout = block_timeout
+        self.retry_max_delay = retry_max_delay
+        self.flush_timeout = flush_timeout
+        self.close_timeout = close_timeout
+        self._plan = [(name, _SPECIAL.get(name)) for name in self.model.model_fields]
+        self._reported: set[str] = set()
+        self._stored = self._invalid = self._dropped = self._retries = 0
+        self._init_writer_state()
+        if self.background:
+            repo.add_before_read(self.flush)
+        _handlers.add(self)
+
+    def _init_writer_state(self) -> None:
+        self._queue: deque[dict[str, Any]] = deque()
+        self._cv = threading.Condition(threading.Lock())
+        self._accepted = 0  # records queued, ever (emit side, under self.lock)
+        self._done = 0  # records taken care of: stored, invalid or dropped
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._deadline = float("inf")
+        self._wake = False
+
+    # ------------------------------------------------------------- figures
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """``stored``, ``invalid``, ``dropped``, ``queued`` and ``retries`` so far."""
+        return {
+            "stored": self._stored,
+            "invalid": self._invalid,
+            "dropped": self._dropped,
+            "queued": len(self._queue),
+            "retries": self._retries,
+        }
+
+    # ---------------------------------------------------------------- emit
+    def to_data(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The model's fields taken from *record* (not yet validated)."""
+        values = record.__dict__
+        data: dict[str, Any] = {}
+        for name, special in self._plan:
+            if special is not None:
+                data[name] = special(self, record)
+            else:
+                value = values.get(name, _MISSING)
+                if value is not _MISSING:
+                    data[name] = value
+        return data
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Store *record*, or queue it for the writer. Never raises (unless ``errors="raise"``)."""
+        if getattr(_local, "busy", False) or self._closing:
+            return
+        try:
+            data = self.to_data(record)
+            if self.errors == "raise":
+                self.model.model_validate(data)
+            if self.background:
+                self._enqueue(data)
+            else:
+                self._write([data])
+        except ValidationError:
+            if self.errors == "raise":
+                raise
+            self._invalid += 1
+        except RecursionError:  # as logging.StreamHandler does
+            raise
+        except Exception as exc:
+            if self.errors == "raise":
+                raise
+            self._dropped += 1
+            self._report(f"emit:{type(exc).__name__}", f"a record could not be handled: {exc!r}")
+
+    def _enqueue(self, data: dict[str, Any]) -> None:
+        if self._writer is None:
+            self._start_writer()
+        queue = self._queue
+        if len(queue) >= self.max_queue and not self._wait_for_room():
+            self._dropped += 1
+            self._report(
+                "overflow",
+                f"the queue is full ({self.max_queue} records) and the store does not keep up; "
+                "records are being dropped (see handler.counts['dropped'])",
+            )
+            return
+        queue.append(data)
+        self._accepted += 1
+        if len(queue) >= self.batch_size:
+            with self._cv:
+                self._cv.notify_all()
+
+    def _wait_for_room(self) -> bool:
+        if self.overflow == "drop":
+            return False
+        deadline = time.monotonic() + self.block_timeout
+        with self._cv:
+            self._cv.notify_all()
+            while len(self._queue) >= self.max_queue:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    # -------------------------------------------------------------- writing
+    def _validate(self, items: list[dict[str, Any]]) -> list[BaseModel]:
+        valid = []
+        for data in items:
+            try:
+                valid.append(self.model.model_validate(data))
+            except ValidationError as exc:
+                self._invalid += 1
+                if self.errors == "warn":
+                    err = exc.errors()[0]
+                    where = ".".join(str(x) for x in err.get("loc", ())) or "record"
+                    self._report(
+                        f"invalid:{where}:{err.get('type')}",
+                        f"a record does not fit {self.model.__name__} and is not stored "
+                        f"({where}: {err.get('msg')}); further such records are only counted "
+                        "in handler.counts['invalid']",
+                    )
+        return valid
+
+    def _write(self, items: list[dict[str, Any]]) -> None:
+        """Validate and store *items*, retrying a store that is briefly unreachable."""
+        _local.busy = True
+        try:
+            models = self._validate(items)
+            if models:
+                self._store(models)
+        finally:
+            _local.busy = threading.current_thread() is self._writer
+
+    def _store(self, models: list[BaseModel]) -> None:
+        delay = 0.05
+        sync_deadline = time.monotonic() + self.block_timeout
+        while True:
+            try:
+                self.repo.add_many(models)
+            except Exception as exc:
+                if self.repo.is_transient(exc):
+                    now = time.monotonic()
+                    give_up = now > (self._deadline if self.background else sync_deadline)
+                    if not give_up:
+                        self._retries += 1
+                        self._report(
+                            "transient",
+                            f"the store is unreachable ({exc.__class__.__name__}); "
+                            "retrying, records are kept meanwhile",
+                        )
+                        self._sleep(delay)
+                        delay = min(delay * 2, self.retry_max_delay)
+                        continue
+                    self._drop(len(models), f"the store stayed unreachable: {exc!r}")
+                    return
+                if len(models) > 1:  # isolate the record the store refuses
+                    for model in models:
+                        self._store([model])
+                    return
+                self._invalid += 1
+                self._report(
+                    f"refused:{type(exc).__name__}",
+                    f"the store refused a record: {exc!r}; counted in handler.counts['invalid']",
+                )
+                return
+            else:
+                self._stored += len(models)
+                return
+
+    def _sleep(self, seconds: float) -> None:
+        if threading.current_thread() is self._writer:
+            with self._cv:
+                self._cv.wait_for(lambda: time.monotonic() > self._deadline, timeout=seconds)
+        else:
+            time.sleep(seconds)
+
+    def _drop(self, n: int, why: str) -> None:
+        self._dropped += n
+        self._report("dropped", f"{n} record(s) dropped: {why}")
+
+    # --------------------------------------------------------- writer thread
+    def _start_writer(self) -> None:
+        with self._cv:
+            if self._writer is not None:
+                return
+            thread = threading.Thread(
+                target=_writer_main, args=(weakref.ref(self),), name="tasklog-writer", daemon=True
+            )
+            self._writer = thread
+        thread.start()
+
+    def _next_batch(self) -> list[dict[str, Any]] | None:
+        """Wait for work; return the next batch, or None when closed and drained."""
+        with self._cv:
+            started = None
+            while True:
+                n = len(self._queue)
+                if n >= self.batch_size or (n and (self._closing or self._wake)):
+                    break
+                if n and started is not None and time.monotonic() - started >= self.flush_interval:
+                    break
+                if not n and self._closing:
+                    return None
+                if n and started is None:
+                    started = time.monotonic()
+                self._cv.wait(self.flush_interval if n else 1.0)
+            self._wake = False
+            take = min(len(self._queue), self.batch_size)
+            return [self._queue.popleft() for _ in range(take)]
+
+    def _finish(self, n: int) -> None:
+        with self._cv:
+            self._done += n
+            self._cv.notify_all()
+
+    # --------------------------------------------------------- flush & close
+    def flush(self) -> None:
+        """Return once every record accepted so far is stored (or given up)."""
+        if not self.background or self._writer is None:
+            return
+        if threading.current_thread() is self._writer:
+            return
+        target = self._accepted
+        timeout = self.flush_timeout
+        if self._deadline != float("inf"):  # exiting or closing: bounded
+            left = max(0.0, self._deadline - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
+        with self._cv:
+            self._wake = True
+            self._cv.notify_all()
+            self._cv.wait_for(
+                lambda: self._done >= target or not self._writer_alive(), timeout=timeout
+            )
+
+    def _writer_alive(self) -> bool:
+        return self._writer is not None and self._writer.is_alive()
+
+    def close(self) -> None:
+        """Write what is queued (retrying up to ``close_timeout``), stop the writer, close."""
+        if not self._closing:
+            with self._cv:
+                if self._deadline == float("inf"):
+                    self._deadline = time.monotonic() + self.close_timeout
+                self._closing = True
+                self._cv.notify_all()
+            writer = self._writer
+            if writer is not None and writer is not threading.current_thread():
+                writer.join(self.close_timeout + 1.0)
+            left = len(self._queue)
+            if left:
+                self._queue.clear()
+                self._drop(left, "the handler was closed before they could be stored")
+            if self.background:
+                self.repo.remove_before_read(self.flush)
+            _handlers.discard(self)
+        super().close()
+
+    # ------------------------------------------------------------ reporting
+    def _report(self, cause: str, text: str) -> None:
+        if self.errors != "warn" or cause in self._reported:
+            return
+        self._reported.add(cause)
+        try:
+            sys.stderr.write(f"tasklog: {self.name or 'RepoHandler'} ({self.repo!r}): {text}\n")
+        except Exception:
+            pass
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child starts with an empty queue and no writer of its own yet."""
+        self._init_writer_state()
+
+    def __repr__(self) -> str:
+        """Handler, level and repository."""
+        level = logging.getLevelName(self.level)
+        return f"<RepoHandler {self.repo!r} ({level})>"
+
+
+def _writer_main(ref: weakref.ref[RepoHandler]) -> None:
+    _local.busy = True
+    while True:
+        handler = ref()
+        if handler is None:
+            return
+        try:
+            batch = handler._next_batch()
+            if batch is None:
+                return
+            try:
+                handler._write(batch)
+            finally:
+                handler._finish(len(batch))
+        except Exception as exc:  # a bug must not stop the writer silently
+            handler._report("writer", f"the writer thread hit an error: {exc!r}")
+        del handler
+
+
+_handlers: weakref.WeakSet[RepoHandler] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for handler in list(_handlers):
+        handler._after_fork_in_child()
+
+
+def _at_exit() -> None:
+    """Bound the wait of ``logging.shutdown`` (which runs after this) for a failing store."""
+    for handler in list(_handlers):
+        if handler._deadline == float("inf"):
+            handler._deadline = time.monotonic() + handler.close_timeout
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+atexit.register(_at_exit)

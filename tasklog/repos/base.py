@@ -1,0 +1,365 @@
+"""The repository contract: one query API written once over a few primitives.
+
+A backend subclasses :class:`Repository` and implements the primitives
+(``insert_rows``, ``select_rows``, ``count_rows``, ``delete_rows``,
+``update_rows``, ``prune_rows``). Rows are plain ``dict``s of stored values
+(datetimes as aware UTC). Everything public — ``add``, ``filter_by``,
+:class:`Result`, ``prune`` — is built on them here.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..query import Query
+from ..records import MinimalRunRecord
+from ..schema import Schema, schema_of
+
+__all__ = ["ModelT", "Repository", "Result", "Row", "cutoff_timestamp", "plan_prune"]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Row = dict[str, Any]
+
+
+def cutoff_timestamp(older_than: timedelta | datetime | float | None) -> float | None:
+    """Turn an age (``timedelta``) or a point in time into an epoch timestamp."""
+    if older_than is None:
+        return None
+    if isinstance(older_than, timedelta):
+        return datetime.now(timezone.utc).timestamp() - older_than.total_seconds()
+    if isinstance(older_than, datetime):
+        if older_than.tzinfo is None:
+            older_than = older_than.replace(tzinfo=timezone.utc)
+        return older_than.timestamp()
+    if isinstance(older_than, (int, float)):
+        return float(older_than)
+    msg = f"older_than must be a timedelta, a datetime or an epoch timestamp, not {older_than!r}."
+    raise TypeError(msg)
+
+
+def plan_prune(
+    rows: Iterable[tuple[Any, str | None, str | None, float | None]],
+    keep_runs: int | None,
+    cutoff: float | None,
+) -> list[Any]:
+    """Choose which rows a prune deletes, for stores that prune in Python.
+
+    *rows* are ``(key, task_name, run_id, created)`` in insertion order. A run
+    is the records sharing a ``run_id`` (a record without one is a run of its
+    own); a run's age is that of its newest record. Returns the keys to delete.
+    """
+    doomed: list[Any] = []
+    runs: dict[tuple[str | None, Any], list[Any]] = {}
+    for key, task, run_id, created in rows:
+        if cutoff is not None and created is not None and created < cutoff:
+            doomed.append(key)
+            continue
+        if keep_runs is not None:
+            run_key = (task, run_id if run_id is not None else ("\0solo", key))
+            keys = runs.pop(run_key, None)
+            if keys is None:
+                keys = []
+            keys.append(key)
+            runs[run_key] = keys  # re-inserted: dict order = order of newest record
+    if keep_runs is not None:
+        kept: dict[str | None, int] = {}
+        for (task, _), keys in reversed(list(runs.items())):
+            n = kept.get(task, 0)
+            if n >= keep_runs:
+                doomed.extend(keys)
+            else:
+                kept[task] = n + 1
+    return doomed
+
+
+class Repository(ABC, Generic[ModelT]):
+    """A store of task records with the tasklog query API.
+
+    Args:
+        model: the record model; every read returns instances of it.
+        id_field: the field ``repo[value]`` looks up (Red Bird's argument).
+            It is never a uniqueness constraint: log records are append-only.
+    """
+
+    prefers_batches: ClassVar[bool] = False
+    """Whether each write has a fixed cost (a file open, a transaction), so
+    that a handler should collect records and write them in batches."""
+
+    def __init__(self, model: type[ModelT] | None = None, *, id_field: str | None = None) -> None:
+        self.model: type[ModelT] = model or MinimalRunRecord  # type: ignore[assignment]
+        self.schema: Schema = schema_of(self.model)
+        if id_field is not None:
+            self.schema.field(id_field)
+        self.id_field = id_field
+        self._before_read: list[Callable[[], object]] = []
+        self._hooks_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- writes
+    def validate(self, item: BaseModel | Mapping[str, Any]) -> ModelT:
+        """Return *item* as an instance of :attr:`model`.
+
+        Raises:
+            pydantic.ValidationError: the item does not fit the model.
+        """
+        if type(item) is self.model:
+            return item  # type: ignore[return-value]
+        if isinstance(item, BaseModel):
+            item = item.model_dump()
+        return self.model.model_validate(item)
+
+    def add(self, item: ModelT | Mapping[str, Any]) -> None:
+        """Append one record (a model instance or a dict)."""
+        self.add_many([item])
+
+    def add_many(self, items: Iterable[ModelT | Mapping[str, Any]]) -> int:
+        """Append records as one batch and return how many were stored.
+
+        Items that do not fit the model are not stored; the valid ones beside
+        them are, and then a :class:`ValueError` names the invalid ones.
+        """
+        rows: list[Row] = []
+        errors: list[str] = []
+        for n, item in enumerate(items):
+            try:
+                rows.append(self.schema.row(self.validate(item)))
+            except ValidationError as exc:
+                errors.append(f"item {n}: {_describe(exc)}")
+        if rows:
+            self.insert_rows(rows)
+        if errors:
+            shown = "; ".join(errors[:3]) + ("; ..." if len(errors) > 3 else "")
+            msg = (
+                f"{len(errors)} item(s) do not fit {self.model.__name__} and were not stored "
+                f"({len(rows)} stored): {shown}"
+            )
+            raise ValueError(msg)
+        return len(rows)
+
+    # ------------------------------------------------------------------ reads
+    def filter_by(self, **conditions: Any) -> Result[ModelT]:
+        """Records matching *conditions* (literals or operators), as a lazy :class:`Result`.
+
+        Raises:
+            ValueError: a condition names an unknown field or a value the field
+                cannot hold.
+        """
+        return Result(self, Query.build(self.schema, conditions))
+
+    def __len__(self) -> int:
+        """Number of stored records."""
+        return self.filter_by().count()
+
+    def __iter__(self) -> Iterator[ModelT]:
+        """Iterate over every record in insertion order (streaming)."""
+        return iter(self.filter_by())
+
+    def __getitem__(self, value: Any) -> ModelT:
+        """The first record whose ``id_field`` equals *value*.
+
+        Raises:
+            TypeError: the repository has no ``id_field``.
+            KeyError: no record has that value.
+        """
+        if self.id_field is None:
+            msg = f"{type(self).__name__} has no id_field; pass id_field=... to look records up."
+            raise TypeError(msg)
+        found = self.filter_by(**{self.id_field: value}).first()
+        if found is None:
+            raise KeyError(value)
+        return found
+
+    def prune(
+        self,
+        keep_runs: int | None = None,
+        older_than: timedelta | datetime | float | None = None,
+        task_name: str | None = None,
+    ) -> int:
+        """Delete old records and return how many were deleted.
+
+        Args:
+            keep_runs: keep the newest *keep_runs* runs of each task (a run is
+                the records sharing a ``run_id``; a record without one is a run
+                of its own); older runs are deleted.
+            older_than: delete records created before this point in time (an
+                age as ``timedelta``, a ``datetime`` or an epoch timestamp).
+            task_name: only prune this task's records.
+
+        Both rules may be given; a record is deleted when either selects it.
+        """
+        if keep_runs is not None and (not isinstance(keep_runs, int) or keep_runs < 0):
+            msg = f"keep_runs must be a non-negative integer, not {keep_runs!r}."
+            raise ValueError(msg)
+        cutoff = cutoff_timestamp(older_than)
+        if keep_runs is None and cutoff is None:
+            return 0
+        self.sync()
+        return self.prune_rows(keep_runs, cutoff, task_name)
+
+    # ---------------------------------------------------- reads see writes
+    def add_before_read(self, hook: Callable[[], object]) -> None:
+        """Register a callable run before every read (a handler's flush).
+
+        Bound methods are held weakly, so a forgotten handler is not kept alive.
+        """
+        ref: Callable[[], object]
+        if hasattr(hook, "__self__") and hasattr(hook, "__func__"):
+            weak = weakref.WeakMethod(hook)
+
+            def ref() -> object:
+                method = weak()
+                return method() if method is not None else None
+
+            ref.__wrapped__ = hook  # type: ignore[attr-defined]
+        else:
+            ref = hook
+        with self._hooks_lock:
+            self._before_read.append(ref)
+
+    def remove_before_read(self, hook: Callable[[], object]) -> None:
+        """Unregister a hook added with :meth:`add_before_read`."""
+        with self._hooks_lock:
+            self._before_read = [
+                h for h in self._before_read if getattr(h, "__wrapped__", h) != hook
+            ]
+
+    def sync(self) -> None:
+        """Run the before-read hooks, so that reads see every accepted record."""
+        for hook in list(self._before_read):
+            hook()
+
+    def close(self) -> None:
+        """Release the store's resources (connections, files). Idempotent."""
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether a write that raised *error* may succeed when retried.
+
+        A writer retries transient errors (a store briefly unreachable) and
+        gives up on the others (a record the store refuses).
+        """
+        return isinstance(error, OSError)
+
+    # ------------------------------------------------------------- primitives
+    @abstractmethod
+    def insert_rows(self, rows: list[Row]) -> None:
+        """Append *rows* (validated, in order) as one batch."""
+
+    @abstractmethod
+    def select_rows(
+        self, query: Query, *, limit: int | None = None, reverse: bool = False
+    ) -> Iterator[Row]:
+        """Yield matching rows in *query*'s order (insertion order breaks ties).
+
+        *reverse* reverses the whole order, ties included.
+        """
+
+    @abstractmethod
+    def count_rows(self, query: Query) -> int:
+        """Count matching rows."""
+
+    @abstractmethod
+    def delete_rows(self, query: Query) -> int:
+        """Delete matching rows; return how many."""
+
+    @abstractmethod
+    def update_rows(self, query: Query, values: Row) -> int:
+        """Set *values* on matching rows; return how many."""
+
+    @abstractmethod
+    def prune_rows(self, keep_runs: int | None, cutoff: float | None, task_name: str | None) -> int:
+        """Delete what :meth:`prune` selects (see :func:`plan_prune`); return how many."""
+
+    def __repr__(self) -> str:
+        """Class and model name."""
+        return f"{type(self).__name__}(model={self.model.__name__})"
+
+
+class Result(Generic[ModelT]):
+    """The lazy result of ``filter_by``: nothing runs until a terminal method."""
+
+    def __init__(self, repo: Repository[ModelT], query: Query) -> None:
+        self.repo = repo
+        self.query = query
+
+    def _build(self, rows: Iterable[Row]) -> Iterator[ModelT]:
+        build = self.repo.model.model_validate
+        for row in rows:
+            yield build(row)
+
+    def __iter__(self) -> Iterator[ModelT]:
+        """Stream the matching records."""
+        self.repo.sync()
+        return self._build(self.repo.select_rows(self.query))
+
+    def all(self) -> list[ModelT]:
+        """Every matching record, in order."""
+        return list(self)
+
+    def limit(self, n: int) -> list[ModelT]:
+        """At most *n* matching records, in order."""
+        if n < 0:
+            msg = f"limit must be non-negative, not {n!r}."
+            raise ValueError(msg)
+        self.repo.sync()
+        return list(self._build(self.repo.select_rows(self.query, limit=n)))
+
+    def first(self) -> ModelT | None:
+        """The first match, or None."""
+        found = self.limit(1)
+        return found[0] if found else None
+
+    def last(self) -> ModelT | None:
+        """The last match, or None."""
+        self.repo.sync()
+        found = list(self._build(self.repo.select_rows(self.query, limit=1, reverse=True)))
+        return found[0] if found else None
+
+    def order_by(self, *fields: str) -> Result[ModelT]:
+        """A new result sorted by *fields* (``"-created"`` for descending)."""
+        return Result(self.repo, self.query.ordered(self.repo.schema, fields))
+
+    def count(self) -> int:
+        """Number of matches."""
+        self.repo.sync()
+        return self.repo.count_rows(self.query)
+
+    def delete(self) -> int:
+        """Delete the matches; return how many."""
+        self.repo.sync()
+        return self.repo.delete_rows(self.query)
+
+    def update(self, **values: Any) -> int:
+        """Set fields of the matches; return how many were updated.
+
+        Raises:
+            ValueError: an unknown field, or a value the field cannot hold.
+        """
+        converted: Row = {}
+        for name, value in values.items():
+            info = self.repo.schema.field(name)
+            if value is None and not info.nullable:
+                msg = f"Field {name!r} of {self.repo.model.__name__} cannot be None."
+                raise ValueError(msg)
+            converted[name] = info.convert(value)
+        if not converted:
+            return 0
+        self.repo.sync()
+        return self.repo.update_rows(self.query, converted)
+
+    def __repr__(self) -> str:
+        """The repository and the query."""
+        return f"Result({self.repo!r}, {self.query!r})"
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "record"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return ", ".join(parts)

@@ -1,0 +1,428 @@
+"""``SQLRepo``: records in a table of any database SQLAlchemy 2 speaks.
+
+Every query runs in the database through SQLAlchemy Core: one ``WHERE`` clause
+for the conditions, ``ORDER BY`` with the autoincrement key breaking ties,
+``LIMIT``, ``COUNT``, ``DELETE`` and ``UPDATE``. Batches are inserted with one
+``executemany`` in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..exceptions import ConfigError
+from ..query import (
+    Between,
+    Contains,
+    Equal,
+    GreaterEqual,
+    GreaterThan,
+    In,
+    LessEqual,
+    LessThan,
+    NotEqual,
+    NotIn,
+    Operator,
+    Query,
+)
+from ..schema import FieldInfo
+from .base import ModelT, Repository, Row
+
+__all__ = ["SQLRepo"]
+
+ID_COLUMN = "_id"
+_INDEXES = (("task_name", "action"), ("action",), ("run_id",), ("created",))
+_SQLITE_BUSY_MS = 30_000
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A datetime kept in UTC on every database; naive values are taken as UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store as UTC (naive UTC on SQLite, which keeps no zone)."""
+        if value is None:
+            return None
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read back as an aware UTC datetime."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Seconds(sa.types.TypeDecorator[timedelta]):
+    """A timedelta stored as float seconds, so databases can average and compare it."""
+
+    impl = sa.Double()
+    cache_ok = True
+
+    def process_bind_param(self, value: timedelta | None, dialect: Dialect) -> float | None:
+        """Store seconds."""
+        return None if value is None else value.total_seconds()
+
+    def process_result_value(self, value: float | None, dialect: Dialect) -> timedelta | None:
+        """Read back a timedelta."""
+        return None if value is None else timedelta(seconds=value)
+
+
+def _column_type(info: FieldInfo, dialect: str) -> sa.types.TypeEngine[Any]:
+    if info.kind == "str":
+        return sa.Text(collation="C") if dialect == "postgresql" else sa.Text()
+    return {
+        "int": sa.BigInteger(),
+        "float": sa.Double(),
+        "bool": sa.Boolean(),
+        "datetime": UTCDateTime(),
+        "timedelta": Seconds(),
+        "json": sa.JSON(),
+    }[info.kind]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str | sa.URL, **kwargs: Any) -> Engine:
+    """Create an engine for *url*, with the settings tasklog relies on.
+
+    SQLite files get WAL mode and a busy timeout so several processes can
+    write one file; an in-memory SQLite database is shared by all threads.
+    """
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            kwargs.setdefault("poolclass", StaticPool)
+            kwargs.setdefault("connect_args", {"check_same_thread": False})
+        engine = sa.create_engine(parsed, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(parsed, **kwargs)
+
+
+class SQLRepo(Repository[ModelT]):
+    """A store in one SQL table.
+
+    Args:
+        engine: an SQLAlchemy :class:`~sqlalchemy.engine.Engine`, or None with *url*.
+        url: a database URL, used when no engine is given.
+        table: the table name (default ``task_log``).
+        model: the record model (default :class:`~tasklog.MinimalRunRecord`).
+        if_missing: ``"create"`` makes a missing table; ``"raise"`` refuses.
+        id_field: see :class:`~tasklog.repos.base.Repository`.
+        **engine_options: passed to :func:`sqlalchemy.create_engine` with *url*.
+    """
+
+    prefers_batches = True
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        url: str | sa.URL | None = None,
+        table: str = "task_log",
+        model: type[ModelT] | None = None,
+        if_missing: Literal["create", "raise"] = "create",
+        id_field: str | None = None,
+        **engine_options: Any,
+    ) -> None:
+        super().__init__(model, id_field=id_field)
+        if if_missing not in ("create", "raise"):
+            msg = f"if_missing must be 'create' or 'raise', not {if_missing!r}."
+            raise ValueError(msg)
+        if engine is None and url is None:
+            msg = "SQLRepo needs an engine or a url, e.g. url='sqlite:///app.db'."
+            raise ConfigError(msg)
+        self._owns_engine = engine is None
+        if engine is None:
+            assert url is not None
+            try:
+                engine = make_engine(url, **engine_options)
+            except (exc.ArgumentError, exc.NoSuchModuleError) as err:
+                msg = f"Cannot use database URL {str(url)!r}: {err}."
+                raise ConfigError(msg) from None
+        elif engine.dialect.name == "sqlite" and not event.contains(
+            engine, "connect", _sqlite_pragmas
+        ):
+            event.listen(engine, "connect", _sqlite_pragmas)
+        self.engine: Engine = engine
+        self.table_name = table
+        self._dialect = engine.dialect.name
+        self.table = self._open_table(table, if_missing)
+        self._cols = [self.table.c[name] for name in self.schema.names]
+        self._names = self.schema.names
+        self._id = self.table.c[ID_COLUMN] if ID_COLUMN in self.table.c else None
+        _after_fork.add(self)
+
+    # --------------------------------------------------------------- schema
+    def _define(self, table: str, with_id: bool) -> sa.Table:
+        metadata = sa.MetaData()
+        columns: list[sa.Column[Any]] = []
+        if with_id:
+            columns.append(
+                sa.Column(
+                    ID_COLUMN,
+                    sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                    primary_key=True,
+                    autoincrement=True,
+                )
+            )
+        for info in self.schema.fields.values():
+            columns.append(
+                sa.Column(info.name, _column_type(info, self._dialect), nullable=info.nullable)
+            )
+        t = sa.Table(table, metadata, *columns)
+        if with_id:
+            for fields in _INDEXES:
+                if all(f in self.schema.fields for f in fields):
+                    cols = [*fields, ID_COLUMN] if self._dialect != "sqlite" else list(fields)
+                    sa.Index(f"ix_{table}_{'_'.join(fields)}", *cols)._set_parent(t)
+        return t
+
+    def _open_table(self, table: str, if_missing: str) -> sa.Table:
+        try:
+            existing = self._existing_columns(table)
+            if existing is None:
+                if if_missing == "raise":
+                    msg = (
+                        f"Table {table!r} does not exist in {self._url_text()}; "
+                        "create it or pass if_missing='create'."
+                    )
+                    raise ConfigError(msg)
+                t = self._define(table, with_id=True)
+                try:
+                    t.metadata.create_all(self.engine)
+                except exc.DatabaseError:  # another process created it meanwhile
+                    existing = self._existing_columns(table)
+                    if existing is None:
+                        raise
+                else:
+                    return t
+        except exc.OperationalError as err:
+            msg = f"Cannot open table {table!r} in {self._url_text()}: {err.orig or err}."
+            raise ConfigError(msg) from None
+        missing = [name for name in self.schema.names if name not in existing]
+        if missing:
+            msg = (
+                f"Table {table!r} in {self._url_text()} lacks columns for fields of "
+                f"{self.model.__name__}: {', '.join(missing)}. Add the columns, or use a "
+                "model without them or another table."
+            )
+            raise ConfigError(msg)
+        return self._define(table, with_id=ID_COLUMN in existing)
+
+    def _existing_columns(self, table: str) -> set[str] | None:
+        inspector = sa.inspect(self.engine)
+        if not inspector.has_table(table):
+            return None
+        return {c["name"] for c in inspector.get_columns(table)}
+
+    def _url_text(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # ---------------------------------------------------------- expressions
+    def _condition(self, name: str, op: Operator) -> ColumnElement[bool]:
+        col = self.table.c[name]
+        if isinstance(op, Equal):
+            return col.is_(None) if op.value is None else col == op.value
+        if isinstance(op, NotEqual):
+            return col.is_not(None) if op.value is None else sa.or_(col != op.value, col.is_(None))
+        if isinstance(op, NotIn):
+            if op.has_none:
+                return sa.and_(col.not_in(op.non_null), col.is_not(None))
+            return sa.or_(col.not_in(op.non_null), col.is_(None))
+        if isinstance(op, In):
+            if op.has_none:
+                return sa.or_(col.in_(op.non_null), col.is_(None))
+            return col.in_(op.non_null)
+        if isinstance(op, GreaterThan):
+            return col > op.value
+        if isinstance(op, GreaterEqual):
+            return col >= op.value
+        if isinstance(op, LessThan):
+            return col < op.value
+        if isinstance(op, LessEqual):
+            return col <= op.value
+        if isinstance(op, Between):
+            return col.between(op.low, op.high)
+        if isinstance(op, Contains):
+            text = sa.literal(op.substring, sa.Text())
+            if self._dialect == "sqlite":
+                return sa.func.instr(col, text) > 0
+            if self._dialect == "postgresql":
+                return sa.func.strpos(col, text) > 0
+            return col.contains(op.substring, autoescape=True)
+        msg = f"Operator {type(op).__name__} is not supported by SQLRepo."
+        raise TypeError(msg)
+
+    def _where(self, query: Query) -> list[ColumnElement[bool]]:
+        return [self._condition(name, op) for name, op in query.conditions]
+
+    def _ordering(self, query: Query, reverse: bool) -> list[Any]:
+        clauses: list[Any] = []
+        for name, desc in query.order:
+            col = self.table.c[name]
+            down = desc != reverse
+            clauses.append(col.desc().nulls_last() if down else col.asc().nulls_first())
+        if self._id is not None:
+            clauses.append(self._id.desc() if reverse else self._id.asc())
+        elif self._dialect == "sqlite":
+            clauses.append(sa.literal_column("rowid").desc() if reverse else sa.literal_column("rowid"))
+        return clauses
+
+    # --------------------------------------------------------------- writes
+    def insert_rows(self, rows: list[Row]) -> None:
+        """Insert *rows* with one executemany in one transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(self.table.insert(), rows)
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether *error* means the database is unreachable or busy (worth retrying)."""
+        if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+            return True
+        return isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.TimeoutError))
+
+    # ---------------------------------------------------------------- reads
+    def select_rows(
+        self, query: Query, *, limit: int | None = None, reverse: bool = False
+    ) -> Iterator[Row]:
+        """Stream matching rows from the database."""
+        stmt = sa.select(*self._cols).where(*self._where(query))
+        stmt = stmt.order_by(*self._ordering(query, reverse))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        names = self._names
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=1000).execute(stmt)
+            for row in result:
+                yield dict(zip(names, row))
+
+    def count_rows(self, query: Query) -> int:
+        """``SELECT count(*)`` in the database."""
+        stmt = sa.select(sa.func.count()).select_from(self.table).where(*self._where(query))
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def delete_rows(self, query: Query) -> int:
+        """``DELETE`` in the database."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(self.table.delete().where(*self._where(query))).rowcount)
+
+    def update_rows(self, query: Query, values: Row) -> int:
+        """``UPDATE`` in the database."""
+        stmt = self.table.update().where(*self._where(query)).values(**values)
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount)
+
+    def prune_rows(self, keep_runs: int | None, cutoff: float | None, task_name: str | None) -> int:
+        """One ``DELETE`` that ranks runs with a window function in the database."""
+        t = self.table
+        scope = [t.c.task_name == task_name] if task_name is not None and "task_name" in t.c else []
+        doomed: list[ColumnElement[bool]] = []
+        if cutoff is not None and "created" in t.c:
+            doomed.append(t.c.created < cutoff)
+        if keep_runs is not None and self._id is not None:
+            doomed.append(self._beyond_newest_runs(keep_runs, scope))
+        if not doomed:
+            return 0
+        stmt = t.delete().where(*scope, sa.or_(*doomed))
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount)
+
+    def _beyond_newest_runs(
+        self, keep_runs: int, scope: list[ColumnElement[bool]]
+    ) -> ColumnElement[bool]:
+        """Records of runs beyond the newest *keep_runs* of their task."""
+        t = self.table
+        assert self._id is not None
+        task = t.c.task_name if "task_name" in t.c else sa.literal(None)
+        run = t.c.run_id if "run_id" in t.c else sa.literal(None)
+        solo = sa.case((run.is_(None), self._id), else_=sa.null())
+        runs = (
+            sa.select(
+                task.label("task"),
+                run.label("run"),
+                solo.label("solo"),
+                sa.func.max(self._id).label("last_id"),
+            )
+            .where(*scope)
+            .group_by(task, run, solo)
+            .subquery("runs")
+        )
+        ranked = sa.select(
+            runs.c.task,
+            runs.c.run,
+            runs.c.solo,
+            sa.func.row_number()
+            .over(partition_by=runs.c.task, order_by=runs.c.last_id.desc())
+            .label("rank"),
+        ).subquery("ranked")
+        inner = t.alias("inner")
+        inner_task = inner.c.task_name if "task_name" in inner.c else sa.literal(None)
+        inner_run = inner.c.run_id if "run_id" in inner.c else sa.literal(None)
+        old = (
+            sa.select(inner.c[ID_COLUMN])
+            .join(
+                ranked,
+                sa.and_(
+                    sa.or_(inner_task == ranked.c.task, sa.and_(inner_task.is_(None), ranked.c.task.is_(None))),
+                    sa.or_(
+                        inner_run == ranked.c.run,
+                        sa.and_(inner_run.is_(None), inner.c[ID_COLUMN] == ranked.c.solo),
+                    ),
+                ),
+            )
+            .where(ranked.c.rank > keep_runs)
+        )
+        return self._id.in_(old)
+
+    def close(self) -> None:
+        """Dispose of the engine if this repository created it."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def _after_fork(self) -> None:
+        self.engine.dispose(close=False)
+
+    def __repr__(self) -> str:
+        """Database, table and model."""
+        return (
+            f"SQLRepo(url={self._url_text()!r}, table={self.table_name!r}, "
+            f"model={self.model.__name__})"
+        )
+
+
+_after_fork: weakref.WeakSet[SQLRepo[Any]] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for repo in list(_after_fork):
+        repo._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+

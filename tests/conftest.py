@@ -1,0 +1,118 @@
+"""Shared fixtures: the same tests run over memory, CSV, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _postgres import PostgresServer, session_postgres_server, session_postgres_url
+from pydantic import BaseModel
+
+from tasklog import CSVFileRepo, MemoryRepo, MinimalRunRecord, Repository, SQLRepo
+
+STORES = ("memory", "csv", "sqlite", "postgresql")
+
+RepoFactory = Callable[..., Repository[Any]]
+
+
+@pytest.fixture(scope="session")
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """SQLAlchemy URL of a PostgreSQL database for this test session."""
+    return session_postgres_url(request)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request: pytest.FixtureRequest) -> PostgresServer:
+    """The session's own server, for fault injection (stop/start it mid-test)."""
+    server = session_postgres_server(request)
+    if server is None:
+        pytest.skip("TASKLOG_TEST_PG_URL points at an external server; cannot stop it")
+    return server
+
+
+def store_url(store: str, tmp_path: Path, request: pytest.FixtureRequest, name: str = "") -> str:
+    """A URL for a fresh repository of *store* (tables get unique names)."""
+    name = name or f"t_{uuid.uuid4().hex[:12]}"
+    if store == "memory":
+        return "memory://"
+    if store == "csv":
+        return f"csv://{tmp_path / (name + '.csv')}"
+    if store == "sqlite":
+        return f"sqlite:///{tmp_path / 'tasklog.db'}?table={name}"
+    if store == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return f"{url}?table={name}"
+    msg = f"unknown store {store!r}"
+    raise ValueError(msg)
+
+
+@pytest.fixture(name="make_repo")
+def _make_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoFactory]:
+    """A factory ``make_repo(store, model=..., **options)`` of fresh repositories."""
+    made: list[Repository[Any]] = []
+
+    def make(
+        store: str, model: type[BaseModel] = MinimalRunRecord, **options: Any
+    ) -> Repository[Any]:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        repo: Repository[Any]
+        if store == "memory":
+            repo = MemoryRepo(model=model, **options)
+        elif store == "csv":
+            repo = CSVFileRepo(tmp_path / f"{name}.csv", model=model, **options)
+        elif store == "sqlite":
+            repo = SQLRepo(url=f"sqlite:///{tmp_path / 'tasklog.db'}", table=name, model=model,
+                           **options)
+        elif store == "postgresql":
+            url = request.getfixturevalue("postgres_url")
+            repo = SQLRepo(url=url, table=name, model=model, **options)
+        else:
+            msg = f"unknown store {store!r}"
+            raise ValueError(msg)
+        made.append(repo)
+        return repo
+
+    yield make
+    for repo in made:
+        if isinstance(repo, SQLRepo) and repo.engine.dialect.name == "postgresql":
+            repo.table.drop(repo.engine, checkfirst=True)
+        repo.close()
+
+
+@pytest.fixture(name="store", params=STORES)
+def _store(request: pytest.FixtureRequest) -> str:
+    """Each store name in turn."""
+    return str(request.param)
+
+
+@pytest.fixture(name="repo")
+def _repo(make_repo: RepoFactory, store: str) -> Repository[Any]:
+    """A fresh, empty repository of each store, with the default model."""
+    return make_repo(store)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Put loggers back as they were: remove and close handlers a test added."""
+    names = ["", "tasklog.task", *logging.root.manager.loggerDict]
+    before = {
+        n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level,
+            logging.getLogger(n).propagate)
+        for n in names
+    }
+    yield
+    for name in ["", *logging.root.manager.loggerDict]:
+        logger = logging.getLogger(name)
+        if not isinstance(logger, logging.Logger):
+            continue
+        handlers, level, propagate = before.get(name, ([], logging.NOTSET, True))
+        for handler in list(logger.handlers):
+            if handler not in handlers:
+                logger.removeHandler(handler)
+                handler.close()
+        logger.setLevel(level)
+        logger.propagate = propagate
