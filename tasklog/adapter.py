@@ -1,4 +1,4 @@
-"""``TaskAdapter``: a logger adapter that stamps a task's name on its records and reads them back."""
+"""``TaskAdapter``: a logger adapter that stamps a task's name on records and reads them back."""
 
 from __future__ import annotations
 
@@ -155,13 +155,16 @@ class TaskAdapter(_AdapterBase):
         """Decorate a sync or async function so that each call is a logged run."""
         from .runs import run_decorator
 
-        return run_decorator(self, func)
+        decorated: F = run_decorator(self, func)
+        return decorated
 
     def __repr__(self) -> str:
         """Logger and task."""
         return f"<TaskAdapter {self.logger.name!r} task={self.task_name!r}>"
 
 
-def get_task_logger(task: Any, logger: str | logging.Logger = "tasklog.task", **kwargs: Any) -> TaskAdapter:
+def get_task_logger(
+    task: Any, logger: str | logging.Logger = "tasklog.task", **kwargs: Any
+) -> TaskAdapter:
     """A :class:`TaskAdapter` for *task* on *logger* (default ``tasklog.task``)."""
     return TaskAdapter(logger, task, **kwargs)

@@ -11,6 +11,7 @@ reported on stderr once per cause.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import logging
 import os
@@ -427,10 +428,8 @@ class RepoHandler(logging.Handler):
         if self.errors != "warn" or cause in self._reported:
             return
         self._reported.add(cause)
-        try:
+        with contextlib.suppress(Exception):  # stderr itself is gone: nothing left to tell
             sys.stderr.write(f"tasklog: {self.name or 'RepoHandler'} ({self.repo!r}): {text}\n")
-        except Exception:
-            pass
 
     def _after_fork_in_child(self) -> None:
         """A forked child starts with an empty queue and no writer of its own yet."""

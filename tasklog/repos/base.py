@@ -109,7 +109,7 @@ class Repository(ABC, Generic[ModelT]):
             pydantic.ValidationError: the item does not fit the model.
         """
         if type(item) is self.model:
-            return item  # type: ignore[return-value]
+            return item
         if isinstance(item, BaseModel):
             item = item.model_dump()
         return self.model.model_validate(item)

@@ -179,7 +179,7 @@ class MemoryRepo(Repository[ModelT]):
             rows = rows[:limit]
         names = self._names
         for row in rows:
-            yield dict(zip(names, row))
+            yield dict(zip(names, row, strict=True))
 
     def count_rows(self, query: Query) -> int:
         """Count matches (no scan for an unconditional count)."""

@@ -83,17 +83,24 @@ class Seconds(sa.types.TypeDecorator[timedelta]):
         return None if value is None else timedelta(seconds=value)
 
 
+def _bool(expr: Any) -> ColumnElement[bool]:
+    """Narrow a comparison built from a column of unknown type."""
+    result: ColumnElement[bool] = expr
+    return result
+
+
 def _column_type(info: FieldInfo, dialect: str) -> sa.types.TypeEngine[Any]:
     if info.kind == "str":
         return sa.Text(collation="C") if dialect == "postgresql" else sa.Text()
-    return {
+    types: dict[str, sa.types.TypeEngine[Any]] = {
         "int": sa.BigInteger(),
         "float": sa.Double(),
         "bool": sa.Boolean(),
         "datetime": UTCDateTime(),
         "timedelta": Seconds(),
         "json": sa.JSON(),
-    }[info.kind]
+    }
+    return types[info.kind]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -174,7 +181,7 @@ class SQLRepo(Repository[ModelT]):
         self.table = self._open_table(table, if_missing)
         self._cols = [self.table.c[name] for name in self.schema.names]
         self._names = self.schema.names
-        self._id = self.table.c[ID_COLUMN] if ID_COLUMN in self.table.c else None
+        self._id = self.table.c.get(ID_COLUMN)
         _after_fork.add(self)
 
     # --------------------------------------------------------------- schema
@@ -259,13 +266,13 @@ class SQLRepo(Repository[ModelT]):
                 return sa.or_(col.in_(op.non_null), col.is_(None))
             return col.in_(op.non_null)
         if isinstance(op, GreaterThan):
-            return col > op.value
+            return _bool(col > op.value)
         if isinstance(op, GreaterEqual):
-            return col >= op.value
+            return _bool(col >= op.value)
         if isinstance(op, LessThan):
-            return col < op.value
+            return _bool(col < op.value)
         if isinstance(op, LessEqual):
-            return col <= op.value
+            return _bool(col <= op.value)
         if isinstance(op, Between):
             return col.between(op.low, op.high)
         if isinstance(op, Contains):
@@ -290,7 +297,8 @@ class SQLRepo(Repository[ModelT]):
         if self._id is not None:
             clauses.append(self._id.desc() if reverse else self._id.asc())
         elif self._dialect == "sqlite":
-            clauses.append(sa.literal_column("rowid").desc() if reverse else sa.literal_column("rowid"))
+            rowid: sa.ColumnClause[Any] = sa.literal_column("rowid")
+            clauses.append(rowid.desc() if reverse else rowid)
         return clauses
 
     # --------------------------------------------------------------- writes
@@ -318,7 +326,7 @@ class SQLRepo(Repository[ModelT]):
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=1000).execute(stmt)
             for row in result:
-                yield dict(zip(names, row))
+                yield dict(zip(names, row, strict=True))
 
     def count_rows(self, query: Query) -> int:
         """``SELECT count(*)`` in the database."""
@@ -388,7 +396,10 @@ class SQLRepo(Repository[ModelT]):
             .join(
                 ranked,
                 sa.and_(
-                    sa.or_(inner_task == ranked.c.task, sa.and_(inner_task.is_(None), ranked.c.task.is_(None))),
+                    sa.or_(
+                        inner_task == ranked.c.task,
+                        sa.and_(inner_task.is_(None), ranked.c.task.is_(None)),
+                    ),
                     sa.or_(
                         inner_run == ranked.c.run,
                         sa.and_(inner_run.is_(None), inner.c[ID_COLUMN] == ranked.c.solo),
