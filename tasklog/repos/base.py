@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -23,6 +23,10 @@ from ..records import MinimalRunRecord
 from ..schema import Schema, schema_of
 
 __all__ = ["ModelT", "Repository", "Result", "Row", "cutoff_timestamp", "plan_prune"]
+
+_before_read: dict[Hashable, list[Callable[[], object]]] = {}
+"""Before-read hooks (handlers' flushes) per store, see ``Repository.store_key``."""
+_hooks_lock = threading.Lock()
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Row = dict[str, Any]
@@ -98,8 +102,6 @@ class Repository(ABC, Generic[ModelT]):
         if id_field is not None:
             self.schema.field(id_field)
         self.id_field = id_field
-        self._before_read: list[Callable[[], object]] = []
-        self._hooks_lock = threading.Lock()
 
     # ----------------------------------------------------------------- writes
     def validate(self, item: BaseModel | Mapping[str, Any]) -> ModelT:
@@ -203,8 +205,17 @@ class Repository(ABC, Generic[ModelT]):
         return self.prune_rows(keep_runs, cutoff, task_name)
 
     # ---------------------------------------------------- reads see writes
+    @property
+    def store_key(self) -> Hashable:
+        """What identifies the underlying store: repositories with equal keys share data.
+
+        Before-read hooks are kept per store, so a query through any repository
+        object sees what was written through any other one in this process.
+        """
+        return ("object", id(self))
+
     def add_before_read(self, hook: Callable[[], object]) -> None:
-        """Register a callable run before every read (a handler's flush).
+        """Register a callable run before every read of this store (a handler's flush).
 
         Bound methods are held weakly, so a forgotten handler is not kept alive.
         """
@@ -219,20 +230,25 @@ class Repository(ABC, Generic[ModelT]):
             ref.__wrapped__ = hook  # type: ignore[attr-defined]
         else:
             ref = hook
-        with self._hooks_lock:
-            self._before_read.append(ref)
+        with _hooks_lock:
+            _before_read.setdefault(self.store_key, []).append(ref)
 
     def remove_before_read(self, hook: Callable[[], object]) -> None:
         """Unregister a hook added with :meth:`add_before_read`."""
-        with self._hooks_lock:
-            self._before_read = [
-                h for h in self._before_read if getattr(h, "__wrapped__", h) != hook
-            ]
+        with _hooks_lock:
+            key = self.store_key
+            left = [h for h in _before_read.get(key, []) if getattr(h, "__wrapped__", h) != hook]
+            if left:
+                _before_read[key] = left
+            else:
+                _before_read.pop(key, None)
 
     def sync(self) -> None:
         """Run the before-read hooks, so that reads see every accepted record."""
-        for hook in list(self._before_read):
-            hook()
+        hooks = _before_read.get(self.store_key)
+        if hooks:
+            for hook in list(hooks):
+                hook()
 
     def close(self) -> None:
         """Release the store's resources (connections, files). Idempotent."""

@@ -101,8 +101,14 @@ class CSVFileRepo(Repository[ModelT]):
         self._col = {name: self._header.index(name) for name in self.schema.names}
         self._fields: list[FieldInfo] = [self.schema.fields[n] for n in self.schema.names]
 
+    @property
+    def store_key(self) -> tuple[str, str]:
+        """The file's absolute path."""
+        return ("csv", os.path.abspath(self.filename))
+
     # ------------------------------------------------------------- file io
     def _ensure_file(self) -> list[str]:
+        self.filename.parent.mkdir(parents=True, exist_ok=True)
         with open(self.filename, "a+", encoding=_ENCODING, newline="") as f:
             _lock(f, exclusive=True)
             try:

@@ -184,6 +184,11 @@ class SQLRepo(Repository[ModelT]):
         self._id = self.table.c.get(ID_COLUMN)
         _after_fork.add(self)
 
+    @property
+    def store_key(self) -> tuple[str, str, str]:
+        """The database URL and table name."""
+        return ("sql", self.engine.url.render_as_string(hide_password=False), self.table_name)
+
     # --------------------------------------------------------------- schema
     def _define(self, table: str, with_id: bool) -> sa.Table:
         metadata = sa.MetaData()
