@@ -33,6 +33,8 @@ from .records import (
     TaskRunRecord,
 )
 from .repos import CSVFileRepo, MemoryRepo, Repository, Result, SQLRepo, open_repo
+from .runs import Run
+from .stats import Stats, TaskStats, mark_crashed, stats
 
 __all__ = [
     "Action",
@@ -47,12 +49,15 @@ __all__ = [
     "RepoHandler",
     "Repository",
     "Result",
+    "Run",
     "RunRecord",
     "SQLRepo",
+    "Stats",
     "TaskAdapter",
     "TaskInaction",
     "TaskLogRecord",
     "TaskRunRecord",
+    "TaskStats",
     "TasklogError",
     "basic_config",
     "between",
@@ -63,9 +68,11 @@ __all__ = [
     "in_",
     "less_equal",
     "less_than",
+    "mark_crashed",
     "not_equal",
     "not_in",
     "open_repo",
+    "stats",
 ]
 
 

@@ -15,18 +15,23 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 import time
+import types
+import typing
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from .repos import Repository, open_repo
+from .schema import normalize
 
 __all__ = ["ActionFilter", "RepoHandler", "resolve_model"]
 
@@ -76,6 +81,77 @@ _SPECIAL: dict[str, Callable[[logging.Handler, logging.LogRecord], Any]] = {
 }
 
 
+_PLAIN_TYPES: dict[Any, type] = {
+    str: str, int: int, float: float, bool: bool, datetime: datetime, timedelta: timedelta
+}
+_SAFE_CONFIG = frozenset({
+    "title", "frozen", "extra", "from_attributes", "populate_by_name", "validate_by_name",
+    "protected_namespaces", "use_enum_values", "arbitrary_types_allowed", "defer_build",
+    "strict", "coerce_numbers_to_str", "validate_assignment", "revalidate_instances",
+    "json_schema_extra", "json_encoders", "ser_json_timedelta", "ser_json_bytes",
+    "ser_json_inf_nan", "hide_input_in_errors", "plugin_settings", "cache_strings",
+    "use_attribute_docstrings", "model_title_generator", "field_title_generator",
+    "json_schema_mode_override", "json_schema_serialization_defaults_required",
+    "regex_engine", "experimental_fields_from_attributes", "serialize_by_alias",
+    "validate_by_alias", "validation_error_cause", "val_json_bytes",
+})
+"""Model settings that cannot change what validating an exact-typed value returns."""
+
+FastPlan = list[tuple[str, frozenset[type], Any]]
+
+
+def _fast_plan(model: type[BaseModel]) -> FastPlan | None:
+    """How to check a record's values without pydantic, or None when only pydantic can.
+
+    The fast path applies to models made only of plain ``str``, ``int``,
+    ``float``, ``bool``, ``datetime`` and ``timedelta`` fields (optionally
+    ``| None``) with no validators, constraints, aliases or settings that
+    change values. For such a model, validating a value whose type is *exactly*
+    the field's type returns that value unchanged, so the check is only a type
+    test; anything else (a subclass, an ``int`` for a ``float``, a string for a
+    datetime) goes through ``model_validate`` as before.
+    """
+    decorators = model.__pydantic_decorators__
+    if (
+        decorators.validators
+        or decorators.field_validators
+        or decorators.root_validators
+        or decorators.model_validators
+        or getattr(model, "__pydantic_post_init__", None)
+        or any(v for k, v in model.model_config.items() if k not in _SAFE_CONFIG)
+    ):
+        return None
+    plan: FastPlan = []
+    for name, info in model.model_fields.items():
+        if info.metadata or info.alias is not None or info.validation_alias is not None:
+            return None
+        annotation = info.annotation
+        allowed: set[type] = set()
+        origin = typing.get_origin(annotation)
+        union = origin in (typing.Union, types.UnionType)
+        args = typing.get_args(annotation) if union else (annotation,)
+        for arg in args:
+            if arg is type(None):
+                allowed.add(type(None))
+            elif arg in _PLAIN_TYPES:
+                allowed.add(_PLAIN_TYPES[arg])
+            else:
+                return None
+        if len(allowed - {type(None)}) != 1:
+            return None
+        if info.is_required():
+            default: Any = _MISSING
+        elif info.default_factory is None and (
+            info.default is None or type(info.default) in (str, int, float, bool)
+        ):
+            default = info.default
+        else:
+            return None
+        plan.append((name, frozenset(allowed), default))
+    return plan
+
+
+
 class ActionFilter(logging.Filter):
     """Pass only records whose ``action`` is one of *actions*.
 
@@ -116,6 +192,11 @@ class RepoHandler(logging.Handler):
         retry_max_delay: longest pause (s) between retries of a failing store.
         flush_timeout: longest time (s) :meth:`flush` waits; None waits until stored.
         close_timeout: longest time (s) :meth:`close` keeps retrying a failing store.
+        handle_sigterm: when the process gets SIGTERM and nobody else handles
+            it (its handler is still the default), first store what the
+            background writers hold (up to *close_timeout*), then die of SIGTERM
+            as the process would have. Installed only from the main thread and
+            only over ``SIG_DFL``; ``False`` leaves signals alone.
         **options: passed to :func:`tasklog.open_repo` with a URL.
     """
 
@@ -135,6 +216,7 @@ class RepoHandler(logging.Handler):
         retry_max_delay: float = 5.0,
         flush_timeout: float | None = None,
         close_timeout: float = 10.0,
+        handle_sigterm: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(level)
@@ -152,6 +234,8 @@ class RepoHandler(logging.Handler):
                 msg = f"{name} must be a positive integer, not {value!r}."
                 raise ValueError(msg)
         resolved = resolve_model(model)
+        self._owns_repo = isinstance(repo, str)
+        """A repo opened here from a URL is closed by :meth:`close`."""
         if isinstance(repo, str):
             if resolved is not None:
                 options["model"] = resolved
@@ -172,11 +256,19 @@ class RepoHandler(logging.Handler):
         self.flush_timeout = flush_timeout
         self.close_timeout = close_timeout
         self._plan = [(name, _SPECIAL.get(name)) for name in self.model.model_fields]
+        self._schema = repo.schema
+        self._same_model = self.model is repo.model
+        self._fast = _fast_plan(self.model) if self._same_model else None
+        self._has_datetimes = any(
+            datetime in allowed for _, allowed, _ in self._fast or ()
+        )
         self._reported: set[str] = set()
         self._stored = self._invalid = self._dropped = self._retries = 0
         self._init_writer_state()
         if self.background:
             repo.add_before_read(self.flush)
+            if handle_sigterm:
+                _install_sigterm()
         _handlers.add(self)
 
     def _init_writer_state(self) -> None:
@@ -188,16 +280,22 @@ class RepoHandler(logging.Handler):
         self._closing = False
         self._deadline = float("inf")
         self._wake = False
+        self._signalled = False  # the writer was told a full batch waits
 
     # ------------------------------------------------------------- figures
     @property
     def counts(self) -> Mapping[str, int]:
-        """``stored``, ``invalid``, ``dropped``, ``queued`` and ``retries`` so far."""
+        """``stored``, ``invalid``, ``dropped``, ``queued`` and ``retries`` so far.
+
+        ``pending`` is what a SIGKILL now would lose: records accepted but not
+        yet stored (or given up), i.e. ``queued`` plus the batch being written.
+        """
         return {
             "stored": self._stored,
             "invalid": self._invalid,
             "dropped": self._dropped,
             "queued": len(self._queue),
+            "pending": self._accepted - self._done if self.background else 0,
             "retries": self._retries,
         }
 
@@ -217,11 +315,11 @@ class RepoHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Store *record*, or queue it for the writer. Never raises (unless ``errors="raise"``)."""
-        if getattr(_local, "busy", False) or self._closing:
+        if self._closing or getattr(_local, "busy", False):
             return
         try:
             data = self.to_data(record)
-            if self.errors == "raise":
+            if self.errors == "raise" and self._row(data) is None:
                 self.model.model_validate(data)
             if self.background:
                 self._enqueue(data)
@@ -253,7 +351,8 @@ class RepoHandler(logging.Handler):
             return
         queue.append(data)
         self._accepted += 1
-        if len(queue) >= self.batch_size:
+        if len(queue) >= self.batch_size and not self._signalled:
+            self._signalled = True
             with self._cv:
                 self._cv.notify_all()
 
@@ -271,11 +370,43 @@ class RepoHandler(logging.Handler):
         return True
 
     # -------------------------------------------------------------- writing
-    def _validate(self, items: list[dict[str, Any]]) -> list[BaseModel]:
-        valid = []
+    def _row(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """*data* as a stored row when every value has exactly its field's type, else None.
+
+        In place: missing optional fields get their default, datetimes become UTC.
+        """
+        plan = self._fast
+        if plan is None:
+            return None
+        for name, allowed, default in plan:
+            value = data.get(name, _MISSING)
+            if value is _MISSING:
+                if default is _MISSING:
+                    return None
+                data[name] = default
+            elif type(value) not in allowed:
+                return None
+        if self._has_datetimes:
+            for name, value in data.items():
+                if type(value) is datetime:
+                    data[name] = normalize(value)
+        return data
+
+    def _rows(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validate *items* into stored rows; count and report the invalid ones."""
+        rows = []
+        fast = self._row
+        row_of = self._schema.row
         for data in items:
+            row = fast(data)
+            if row is not None:
+                rows.append(row)
+                continue
             try:
-                valid.append(self.model.model_validate(data))
+                item = self.model.model_validate(data)
+                if not self._same_model:
+                    item = self.repo.validate(item)
+                rows.append(row_of(item))
             except ValidationError as exc:
                 self._invalid += 1
                 if self.errors == "warn":
@@ -287,24 +418,25 @@ class RepoHandler(logging.Handler):
                         f"({where}: {err.get('msg')}); further such records are only counted "
                         "in handler.counts['invalid']",
                     )
-        return valid
+        return rows
 
     def _write(self, items: list[dict[str, Any]]) -> None:
         """Validate and store *items*, retrying a store that is briefly unreachable."""
         _local.busy = True
         try:
-            models = self._validate(items)
-            if models:
-                self._store(models)
+            rows = self._rows(items)
+            if rows:
+                self._store(rows)
         finally:
             _local.busy = threading.current_thread() is self._writer
 
-    def _store(self, models: list[BaseModel]) -> None:
+    def _store(self, rows: list[dict[str, Any]]) -> None:
+        """Insert *rows* as one batch; a refused batch is split to isolate the bad rows."""
         delay = 0.05
         sync_deadline = time.monotonic() + self.block_timeout
         while True:
             try:
-                self.repo.add_many(models)
+                self.repo.insert_rows(rows)
             except Exception as exc:
                 if self.repo.is_transient(exc):
                     now = time.monotonic()
@@ -319,11 +451,12 @@ class RepoHandler(logging.Handler):
                         self._sleep(delay)
                         delay = min(delay * 2, self.retry_max_delay)
                         continue
-                    self._drop(len(models), f"the store stayed unreachable: {exc!r}")
+                    self._drop(len(rows), f"the store stayed unreachable: {exc!r}")
                     return
-                if len(models) > 1:  # isolate the record the store refuses
-                    for model in models:
-                        self._store([model])
+                if len(rows) > 1:  # bisect: O(log n) more writes per refused record
+                    half = len(rows) // 2
+                    self._store(rows[:half])
+                    self._store(rows[half:])
                     return
                 self._invalid += 1
                 self._report(
@@ -332,7 +465,7 @@ class RepoHandler(logging.Handler):
                 )
                 return
             else:
-                self._stored += len(models)
+                self._stored += len(rows)
                 return
 
     def _sleep(self, seconds: float) -> None:
@@ -373,8 +506,11 @@ class RepoHandler(logging.Handler):
                     started = time.monotonic()
                 self._cv.wait(self.flush_interval if n else 1.0)
             self._wake = False
-            take = min(len(self._queue), self.batch_size)
-            return [self._queue.popleft() for _ in range(take)]
+            queue = self._queue
+            take = min(len(queue), self.batch_size)
+            batch = [queue.popleft() for _ in range(take)]
+            self._signalled = len(queue) >= self.batch_size
+            return batch
 
     def _finish(self, n: int) -> None:
         with self._cv:
@@ -400,6 +536,26 @@ class RepoHandler(logging.Handler):
                 lambda: self._done >= target or not self._writer_alive(), timeout=timeout
             )
 
+    def _flush_for_exit(self) -> None:
+        """Drain the queue within ``close_timeout``, without blocking on a held lock."""
+        if not self.background or not self._writer_alive():
+            return
+        if self._deadline == float("inf"):
+            self._deadline = time.monotonic() + self.close_timeout
+        target = self._accepted
+        while self._done < target and self._writer_alive():
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._cv.acquire(timeout=min(left, 0.05)):
+                try:
+                    self._wake = True
+                    self._cv.notify_all()
+                    if self._done < target:
+                        self._cv.wait(min(left, 0.05))
+                finally:
+                    self._cv.release()
+
     def _writer_alive(self) -> bool:
         return self._writer is not None and self._writer.is_alive()
 
@@ -421,6 +577,9 @@ class RepoHandler(logging.Handler):
             if self.background:
                 self.repo.remove_before_read(self.flush)
             _handlers.discard(self)
+            if self._owns_repo:
+                with contextlib.suppress(Exception):
+                    self.repo.close()
         super().close()
 
     # ------------------------------------------------------------ reporting
@@ -461,6 +620,35 @@ def _writer_main(ref: weakref.ref[RepoHandler]) -> None:
 
 
 _handlers: weakref.WeakSet[RepoHandler] = weakref.WeakSet()
+_sigterm_installed = False
+
+
+def _install_sigterm() -> None:
+    """Put :func:`_on_sigterm` in place of the default SIGTERM action (see ``handle_sigterm``)."""
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            _sigterm_installed = True
+    except (ValueError, OSError, AttributeError):  # pragma: no cover  (no SIGTERM here)
+        pass
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Store what the writers hold, then die of SIGTERM as with the default action.
+
+    Runs in the main thread between two bytecodes, so it never waits for a lock
+    the interrupted code may hold: it only signals the writers and waits on
+    their progress with bounded, non-blocking acquires.
+    """
+    for handler in list(_handlers):
+        with contextlib.suppress(Exception):
+            handler._flush_for_exit()
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _reset_after_fork() -> None:

@@ -121,6 +121,11 @@ class FieldInfo:
                 return json.loads(text)
             except ValueError:
                 return text
+        if self.kind == "timedelta":
+            try:
+                return timedelta(seconds=float(text))  # as encode_text writes it
+            except ValueError:
+                pass  # a hand-written ISO 8601 duration
         return self.convert(text)
 
     def encode_text(self, value: Any) -> str:

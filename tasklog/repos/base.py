@@ -18,11 +18,20 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..query import Query
+from ..query import In, Query
 from ..records import MinimalRunRecord
 from ..schema import Schema, schema_of
 
-__all__ = ["ModelT", "Repository", "Result", "Row", "cutoff_timestamp", "plan_prune"]
+__all__ = [
+    "CLOSING_ACTIONS",
+    "ModelT",
+    "Repository",
+    "Result",
+    "Row",
+    "cutoff_timestamp",
+    "plan_prune",
+    "summarize_runs",
+]
 
 _before_read: dict[Hashable, list[Callable[[], object]]] = {}
 """Before-read hooks (handlers' flushes) per store, see ``Repository.store_key``."""
@@ -81,6 +90,51 @@ def plan_prune(
             else:
                 kept[task] = n + 1
     return doomed
+
+
+CLOSING_ACTIONS: tuple[str, ...] = ("success", "fail", "crash", "inaction", "terminate")
+"""The actions that end a run; a run's first one is its outcome."""
+_FAILURES = ("fail", "crash")
+_OTHER = ("inaction", "terminate")
+
+
+def _rank(percent: int, n: int) -> int:
+    """Nearest rank (1-based) of the *percent* percentile of *n* values: ceil(p*n/100)."""
+    return (percent * n + 99) // 100
+
+
+def summarize_runs(
+    runs: Iterable[tuple[str | None, str | None, float | None]], *, by_task: bool = True
+) -> list[Row]:
+    """Aggregate runs given as ``(task_name, outcome, runtime seconds)``.
+
+    *outcome* is the closing action (None while the run is open) and
+    *runtime* is None for an open run. Returns rows as
+    :meth:`Repository.aggregate_runs` does.
+    """
+    groups: dict[str | None, list[tuple[str | None, float | None]]] = {}
+    for task, outcome, runtime in runs:
+        groups.setdefault(task if by_task else None, []).append((outcome, runtime))
+    if not by_task and not groups:
+        groups[None] = []
+    rows: list[Row] = []
+    for task in sorted(groups, key=lambda t: (t is not None, t or "")):
+        members = groups[task]
+        times = sorted(rt for outcome, rt in members if outcome is not None and rt is not None)
+        n = len(times)
+        rows.append({
+            "task_name": task,
+            "runs": len(members),
+            "successes": sum(1 for outcome, _ in members if outcome == "success"),
+            "failures": sum(1 for outcome, _ in members if outcome in _FAILURES),
+            "other": sum(1 for outcome, _ in members if outcome in _OTHER),
+            "finished": sum(1 for outcome, _ in members if outcome is not None),
+            "mean_runtime": sum(times) / n if n else None,
+            "p50_runtime": times[_rank(50, n) - 1] if n else None,
+            "p95_runtime": times[_rank(95, n) - 1] if n else None,
+            "max_runtime": times[-1] if n else None,
+        })
+    return rows
 
 
 class Repository(ABC, Generic[ModelT]):
@@ -290,6 +344,86 @@ class Repository(ABC, Generic[ModelT]):
     @abstractmethod
     def prune_rows(self, keep_runs: int | None, cutoff: float | None, task_name: str | None) -> int:
         """Delete what :meth:`prune` selects (see :func:`plan_prune`); return how many."""
+
+    def aggregate_runs(
+        self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
+    ) -> list[Row]:
+        """Figures over runs, one row per task (or one in all, without *by_task*).
+
+        A run is a ``run`` record with a ``run_id``; its outcome is the first
+        of its records whose action is in :data:`CLOSING_ACTIONS` (same task
+        and run id), and its runtime is that record's ``runtime`` when the
+        model has one and it is set, else the difference of their ``created``.
+        *since* (an epoch timestamp) keeps runs that started since then.
+
+        Each row has ``task_name`` (None without *by_task*), ``runs``,
+        ``successes``, ``failures`` (fail, crash), ``other`` (inaction,
+        terminate), ``finished``, and ``mean_runtime``, ``p50_runtime``,
+        ``p95_runtime``, ``max_runtime`` in seconds over finished runs
+        (nearest-rank percentiles; None when none finished). Rows are sorted
+        by task name. This implementation scans the run and closing records
+        in Python; a store that can do better (SQL) overrides it.
+
+        Raises:
+            ValueError: the model has no ``run_id`` field.
+        """
+        self.require_run_fields()
+        conditions: dict[str, Any] = {"action": In(("run", *CLOSING_ACTIONS))}
+        if task_name is not None:
+            conditions["task_name"] = task_name
+        has_runtime = "runtime" in self.schema.fields
+        starts: dict[tuple[Any, Any], float] = {}
+        ends: dict[tuple[Any, Any], tuple[str, float, Any]] = {}
+        self.sync()
+        for row in self.select_rows(Query.build(self.schema, conditions)):
+            run_id = row.get("run_id")
+            if run_id is None:
+                continue
+            key = (row.get("task_name"), run_id)
+            created = float(row["created"])
+            if row["action"] == "run":
+                if key not in starts or created < starts[key]:
+                    starts[key] = created
+            elif key not in ends:
+                ends[key] = (row["action"], created, row.get("runtime") if has_runtime else None)
+
+        def runs() -> Iterator[tuple[str | None, str | None, float | None]]:
+            for key, start in starts.items():
+                if since is not None and start < since:
+                    continue
+                end = ends.get(key)
+                if end is None:
+                    yield key[0], None, None
+                    continue
+                outcome, created, runtime = end
+                if isinstance(runtime, timedelta):
+                    seconds = runtime.total_seconds()
+                elif isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
+                    seconds = float(runtime)
+                else:
+                    seconds = created - start
+                yield key[0], outcome, seconds
+
+        return summarize_runs(runs(), by_task=by_task)
+
+    def require_run_fields(self) -> None:
+        """Check that the model can describe runs (``task_name``, ``action``,
+        ``created`` and ``run_id``).
+
+        Raises:
+            ValueError: a field is missing; the message names it.
+        """
+        missing = [
+            name for name in ("task_name", "action", "created", "run_id")
+            if name not in self.schema.fields
+        ]
+        if missing:
+            msg = (
+                f"Runs need the fields task_name, action, created and run_id; "
+                f"{self.model.__name__} lacks {', '.join(missing)}. Use a model with them, "
+                "such as MinimalRunRecord or TaskRunRecord."
+            )
+            raise ValueError(msg)
 
     def __repr__(self) -> str:
         """Class and model name."""

@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover  (Windows: one process per file)
 __all__ = ["CSVFileRepo"]
 
 _ENCODING = "utf-8"
+_PASS_THROUGH: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (float,)}
+"""Field kinds whose values of these exact types the csv module writes as-is."""
 
 
 def _lock(f: IO[Any], exclusive: bool) -> None:
@@ -42,6 +44,15 @@ def _lock(f: IO[Any], exclusive: bool) -> None:
 def _unlock(f: IO[Any]) -> None:
     if fcntl is not None:
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return b""
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
 
 
 class _Limited(io.RawIOBase):
@@ -115,6 +126,11 @@ class CSVFileRepo(Repository[ModelT]):
                 f.seek(0)
                 header = next(csv.reader(f), None)
                 if header:
+                    if header[0].startswith("\ufeff"):  # saved as "UTF-8 with BOM"
+                        header[0] = header[0][1:]
+                    if _last_byte(self.filename) not in (b"\n", b"\r"):
+                        f.write("\n")  # a hand-written last line: end it before appending
+                        f.flush()
                     return header
                 f.seek(0, os.SEEK_END)
                 if f.tell() == 0:
@@ -147,15 +163,23 @@ class CSVFileRepo(Repository[ModelT]):
                     f.close()
 
     def _encode(self, rows: list[Row]) -> str:
+        """The CSV text of *rows*. The csv module writes a ``str``, ``int`` or
+        ``float`` cell, and None, exactly as :meth:`FieldInfo.encode_text`
+        would, so only other values go through it."""
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
         width = len(self._header)
-        cols = [(self._col[info.name], info) for info in self._fields]
+        cols = [
+            (self._col[info.name], info.name, _PASS_THROUGH.get(info.kind, ()), info.encode_text)
+            for info in self._fields
+        ]
+        table = []
         for row in rows:
-            cells = [""] * width
-            for i, info in cols:
-                cells[i] = info.encode_text(row[info.name])
-            writer.writerow(cells)
+            cells: list[Any] = [""] * width
+            for i, name, plain, encode in cols:
+                value = row[name]
+                cells[i] = value if value is None or type(value) in plain else encode(value)
+            table.append(cells)
+        csv.writer(out, lineterminator="\n").writerows(table)
         return out.getvalue()
 
     def _raw_rows(self, *, locked: bool = False) -> Iterator[list[str]]:

@@ -1,8 +1,11 @@
 """``MemoryRepo``: records in this process's memory, optionally as a ring buffer.
 
 Records are kept as compact tuples (models are built when read) and the fields
-queries hit most — ``task_name``, ``action``, ``run_id`` — are indexed, so an
-equality query does not scan every record.
+queries hit most — ``task_name``, ``action``, ``run_id``, and the pair
+``(task_name, action)`` — are indexed, so an equality query does not scan every
+record. An index maps a value to the sequence numbers of its records: a plain
+``int`` while there is one, an ``array('q')`` from the second on (most run ids
+have few records). ``task_name`` and ``action`` strings are interned.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import sys
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from operator import itemgetter
+from typing import Any, Union
 
 from ..query import Equal, Query, predicate, sort_rows
 from .base import ModelT, Repository, Row, plan_prune
@@ -20,7 +24,24 @@ from .base import ModelT, Repository, Row, plan_prune
 __all__ = ["MemoryRepo"]
 
 _INDEXED = ("task_name", "action", "run_id")
+_PAIR = ("task_name", "action")
 _COMPACT_MIN = 1024
+
+Seqs = Union[int, "array[int]"]
+
+
+def _seqs(entry: Seqs) -> Sequence[int]:
+    return (entry,) if type(entry) is int else entry  # type: ignore[return-value]
+
+
+def _add(bucket: dict[Any, Seqs], key: Any, seq: int) -> None:
+    entry = bucket.get(key)
+    if entry is None:
+        bucket[key] = seq
+    elif type(entry) is int:
+        bucket[key] = array("q", (entry, seq))
+    else:
+        entry.append(seq)  # type: ignore[union-attr]
 
 
 class MemoryRepo(Repository[ModelT]):
@@ -51,8 +72,13 @@ class MemoryRepo(Repository[ModelT]):
             (name, self._pos[name]) for name in _INDEXED if name in self._pos
         )
         self._intern = tuple(
-            i for name, i in self._indexed if self.schema.fields[name].kind == "str"
+            self._pos[name]
+            for name in _PAIR
+            if name in self._pos and self.schema.fields[name].kind == "str"
         )
+        has_pair = all(n in self._pos for n in _PAIR)
+        self._pair = tuple(self._pos[n] for n in _PAIR) if has_pair else ()
+        self._get = itemgetter(*self._names)
         self._lock = threading.RLock()
         self._clear()
 
@@ -61,7 +87,8 @@ class MemoryRepo(Repository[ModelT]):
         self._offset = 0  # sequence number of self._rows[0]
         self._head = 0  # index of the first slot that may be live
         self._live = 0
-        self._index: dict[str, dict[Any, array[int]]] = {name: {} for name, _ in self._indexed}
+        self._index: dict[str, dict[Any, Seqs]] = {name: {} for name, _ in self._indexed}
+        self._pair_index: dict[tuple[Any, Any], Seqs] = {}
         self._index_ok = True
 
     # ------------------------------------------------------------ figures
@@ -75,29 +102,40 @@ class MemoryRepo(Repository[ModelT]):
     # ------------------------------------------------------------- writes
     def insert_rows(self, rows: list[Row]) -> None:
         """Append rows, evicting the oldest when over ``max_size``."""
-        names = self._names
+        get = self._get
+        single = len(self._names) == 1
+        intern_at = self._intern
         intern = sys.intern
+        pair = self._pair
         with self._lock:
             if not self._index_ok:
                 self._rebuild()
             store = self._rows
+            append = store.append
+            specs = [(i, self._index[name]) for name, i in self._indexed]
+            pairs = self._pair_index
             seq = self._offset + len(store)
             for row in rows:
-                values = [row[n] for n in names]
-                for i in self._intern:
-                    v = values[i]
-                    if type(v) is str:
-                        values[i] = intern(v)
-                tup = tuple(values)
-                store.append(tup)
-                for name, i in self._indexed:
-                    bucket = self._index[name]
+                tup = (get(row),) if single else get(row)
+                if intern_at:
+                    values = list(tup)
+                    for i in intern_at:
+                        v = values[i]
+                        if type(v) is str:
+                            values[i] = intern(v)
+                    tup = tuple(values)
+                append(tup)
+                for i, bucket in specs:
                     key = tup[i]
-                    seqs = bucket.get(key)
-                    if seqs is None:
-                        bucket[key] = array("q", (seq,))
+                    entry = bucket.get(key)
+                    if entry is None:
+                        bucket[key] = seq
+                    elif type(entry) is int:
+                        bucket[key] = array("q", (entry, seq))
                     else:
-                        seqs.append(seq)
+                        entry.append(seq)  # type: ignore[union-attr]
+                if pair:
+                    _add(pairs, (tup[pair[0]], tup[pair[1]]), seq)
                 seq += 1
             self._live += len(rows)
             if self.max_size is not None and self._live > self.max_size:
@@ -124,68 +162,105 @@ class MemoryRepo(Repository[ModelT]):
 
     def _rebuild(self) -> None:
         self._index = {name: {} for name, _ in self._indexed}
+        self._pair_index = {}
         for name, i in self._indexed:
             bucket = self._index[name]
             for seq, row in enumerate(self._rows, start=self._offset):
                 if row is not None:
-                    bucket.setdefault(row[i], array("q")).append(seq)
+                    _add(bucket, row[i], seq)
+        if self._pair:
+            a, b = self._pair
+            pairs = self._pair_index
+            for seq, row in enumerate(self._rows, start=self._offset):
+                if row is not None:
+                    _add(pairs, (row[a], row[b]), seq)
         self._index_ok = True
 
     # -------------------------------------------------------------- reads
-    def _candidates(self, query: Query) -> Iterable[tuple[int, tuple[Any, ...]]]:
-        """Live ``(seq, row)`` pairs that may match, in insertion order (a snapshot)."""
+    def _snapshot(
+        self, query: Query
+    ) -> tuple[list[tuple[Any, ...] | None], int, int, int, Sequence[int] | None]:
+        """``(store, offset, head, end, seqs)``: what a read looks at, taken under the lock.
+
+        *seqs* are the sequence numbers an index gives for the query's equality
+        conditions (the smallest such set), or None when the whole store
+        ``store[head:end]`` must be scanned. Later writes do not change them:
+        appends go past *end*, and a compaction builds a new list.
+        """
         with self._lock:
             if not self._index_ok:
                 self._rebuild()
             store, offset, head = self._rows, self._offset, self._head
-            best: array[int] | None = None
-            for name, op in query.conditions:
-                if type(op) is Equal and name in self._index:
-                    seqs = self._index[name].get(op.value)
-                    if seqs is None:
-                        return []
-                    if best is None or len(seqs) < len(best):
-                        best = seqs
+            end = len(store)
+            equal = {name: op.value for name, op in query.conditions if type(op) is Equal}
+            best: Sequence[int] | None = None
+            lookups: list[tuple[dict[Any, Seqs], Any]] = [
+                (self._index[name], value) for name, value in equal.items() if name in self._index
+            ]
+            if self._pair and all(name in equal for name in _PAIR):
+                lookups.insert(0, (self._pair_index, tuple(equal[name] for name in _PAIR)))
+            for bucket, key in lookups:
+                try:
+                    entry = bucket.get(key)
+                except TypeError:  # an unhashable literal: no index can hold it
+                    continue
+                if entry is None:
+                    return store, offset, head, end, ()
+                seqs = _seqs(entry)
+                if best is None or len(seqs) < len(best):
+                    best = seqs
             if best is None:
-                return [
-                    (offset + i, row)
-                    for i, row in enumerate(store[head:], start=head)
-                    if row is not None
-                ]
-            start = bisect_left(best, offset + head)
-            found = []
-            for seq in best[start:]:
-                row = store[seq - offset]
-                if row is not None:
-                    found.append((seq, row))
-            return found
+                return store, offset, head, end, None
+            first = bisect_left(best, offset + head)
+            return store, offset, head, end, best[first:]
+
+    def _scan(self, query: Query, reverse: bool = False) -> Iterator[tuple[int, tuple[Any, ...]]]:
+        """Matching live ``(seq, row)`` pairs, lazily, in (reversed) insertion order."""
+        store, offset, head, end, seqs = self._snapshot(query)
+        test = predicate(query.conditions, self._pos) if query.conditions else None
+        if seqs is None:
+            positions: Iterable[int] = range(end - 1, head - 1, -1) if reverse else range(head, end)
+            for i in positions:
+                row = store[i]
+                if row is not None and (test is None or test(row)):
+                    yield offset + i, row
+            return
+        for seq in reversed(seqs) if reverse else seqs:
+            row = store[seq - offset]
+            if row is not None and (test is None or test(row)):
+                yield seq, row
 
     def _matching(self, query: Query) -> list[tuple[int, tuple[Any, ...]]]:
-        test = predicate(query.conditions, self._pos)
-        return [(seq, row) for seq, row in self._candidates(query) if test(row)]
+        return list(self._scan(query))
 
     def select_rows(
         self, query: Query, *, limit: int | None = None, reverse: bool = False
     ) -> Iterator[Row]:
-        """Yield matching rows as dicts."""
-        found = self._matching(query)
-        rows = [row for _, row in found]
+        """Yield matching rows as dicts (a limited, unsorted read stops early)."""
+        names = self._names
         if query.order:
+            rows = [row for _, row in self._scan(query)]
             pos = self._pos
             sort_rows(rows, query.order, lambda r, n: r[pos[n]])
-        if reverse:
-            rows.reverse()
-        if limit is not None:
-            rows = rows[:limit]
-        names = self._names
-        for row in rows:
+            if reverse:
+                rows.reverse()
+            if limit is not None:
+                rows = rows[:limit]
+            for row in rows:
+                yield dict(zip(names, row, strict=True))
+            return
+        if limit == 0:
+            return
+        for n, (_, row) in enumerate(self._scan(query, reverse), start=1):
             yield dict(zip(names, row, strict=True))
+            if limit is not None and n >= limit:
+                return
 
     def count_rows(self, query: Query) -> int:
         """Count matches (no scan for an unconditional count)."""
         if not query.conditions:
             return self._live
-        return len(self._matching(query))
+        return sum(1 for _ in self._scan(query))
 
     def delete_rows(self, query: Query) -> int:
         """Delete matches."""

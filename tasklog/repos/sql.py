@@ -36,7 +36,7 @@ from ..query import (
     Query,
 )
 from ..schema import FieldInfo
-from .base import ModelT, Repository, Row
+from .base import CLOSING_ACTIONS, ModelT, Repository, Row
 
 __all__ = ["SQLRepo"]
 
@@ -178,7 +178,12 @@ class SQLRepo(Repository[ModelT]):
         self.engine: Engine = engine
         self.table_name = table
         self._dialect = engine.dialect.name
-        self.table = self._open_table(table, if_missing)
+        try:
+            self.table = self._open_table(table, if_missing)
+        except BaseException:
+            if self._owns_engine:
+                engine.dispose()  # do not leak the connections of a repo never returned
+            raise
         self._cols = [self.table.c[name] for name in self.schema.names]
         self._names = self.schema.names
         self._id = self.table.c.get(ID_COLUMN)
@@ -279,7 +284,8 @@ class SQLRepo(Repository[ModelT]):
         if isinstance(op, LessEqual):
             return _bool(col <= op.value)
         if isinstance(op, Between):
-            return col.between(op.low, op.high)
+            # not col.between(): PostgreSQL rejects "BETWEEN $1 COLLATE "C" AND ..."
+            return sa.and_(col >= op.low, col <= op.high)
         if isinstance(op, Contains):
             text = sa.literal(op.substring, sa.Text())
             if self._dialect == "sqlite":
@@ -307,10 +313,42 @@ class SQLRepo(Repository[ModelT]):
         return clauses
 
     # --------------------------------------------------------------- writes
+    _insert_plan: _InsertPlan | None = None
+
     def insert_rows(self, rows: list[Row]) -> None:
-        """Insert *rows* with one executemany in one transaction."""
+        """Insert *rows* in one transaction, with the driver's fastest bulk path.
+
+        The ``INSERT`` is built once and the columns' bind processors (UTC
+        datetimes, seconds, JSON, booleans) are applied here, so each batch is
+        one driver call: ``COPY ... FROM STDIN`` with psycopg 3, else one
+        ``executemany``. Errors are raised as SQLAlchemy's exceptions, and a
+        connection lost on the way is invalidated, as with ``Connection.execute``.
+        """
+        if not rows:
+            return
+        plan = self._insert_plan
+        if plan is None:
+            plan = self._insert_plan = _InsertPlan(self)
+        params = plan.params(rows)
         with self.engine.begin() as conn:
-            conn.execute(self.table.insert(), rows)
+            if plan.copy_sql is None:
+                conn.exec_driver_sql(plan.sql, params)
+                return
+            dbapi_conn: Any = conn.connection.dbapi_connection
+            try:
+                with dbapi_conn.cursor() as cursor, cursor.copy(plan.copy_sql) as copy:
+                    write = copy.write_row
+                    for values in params:
+                        write(values)
+            except self.engine.dialect.loaded_dbapi.Error as err:
+                dialect = self.engine.dialect
+                lost = dialect.is_disconnect(err, dbapi_conn, None)
+                if lost:
+                    conn.invalidate()
+                raise exc.DBAPIError.instance(
+                    plan.copy_sql, None, err, dialect.loaded_dbapi.Error,
+                    connection_invalidated=lost, dialect=dialect,
+                ) from None
 
     def is_transient(self, error: BaseException) -> bool:
         """Whether *error* means the database is unreachable or busy (worth retrying)."""
@@ -328,8 +366,12 @@ class SQLRepo(Repository[ModelT]):
         if limit is not None:
             stmt = stmt.limit(limit)
         names = self._names
-        with self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=1000).execute(stmt)
+        # closing the result closes a server-side cursor (PostgreSQL) even when
+        # the caller abandons the iteration
+        with (
+            self.engine.connect() as conn,
+            conn.execution_options(yield_per=1000).execute(stmt) as result,
+        ):
             for row in result:
                 yield dict(zip(names, row, strict=True))
 
@@ -415,6 +457,121 @@ class SQLRepo(Repository[ModelT]):
         )
         return self._id.in_(old)
 
+    def aggregate_runs(
+        self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
+    ) -> list[Row]:
+        """Run figures computed in the database: one ``SELECT ... GROUP BY``.
+
+        ``starts`` groups the ``run`` records by task and run id; ``ends``
+        numbers each run's closing records in insertion order (a window
+        function) so the first one is its outcome; the outer join gives one
+        row per run with its runtime; ``ROW_NUMBER`` and ``COUNT`` windows
+        over the runtimes let the final ``GROUP BY`` pick the nearest-rank
+        percentiles. See :meth:`Repository.aggregate_runs`.
+        """
+        self.require_run_fields()
+        t = self.table
+        scope: list[ColumnElement[bool]] = [t.c.run_id.is_not(None)]
+        if task_name is not None:
+            scope.append(t.c.task_name == task_name)
+        starts = (
+            sa.select(
+                t.c.task_name.label("task"),
+                t.c.run_id.label("run"),
+                sa.func.min(t.c.created).label("start"),
+            )
+            .where(t.c.action == "run", *scope)
+            .group_by(t.c.task_name, t.c.run_id)
+            .subquery("starts")
+        )
+        seq = self._id if self._id is not None else t.c.created
+        numeric = ("timedelta", "float", "int")
+        runtime_col: sa.Label[Any] = (
+            sa.type_coerce(t.c.runtime, sa.Double()).label("runtime")
+            if "runtime" in t.c and self.schema.fields["runtime"].kind in numeric
+            else sa.cast(sa.null(), sa.Double()).label("runtime")
+        )
+        ends = (
+            sa.select(
+                t.c.task_name.label("task"),
+                t.c.run_id.label("run"),
+                t.c.action.label("outcome"),
+                t.c.created.label("created"),
+                runtime_col,
+                sa.func.row_number()
+                .over(partition_by=(t.c.task_name, t.c.run_id), order_by=seq)
+                .label("nth"),
+            )
+            .where(t.c.action.in_(CLOSING_ACTIONS), *scope)
+            .subquery("ends")
+        )
+        runtime = sa.case(
+            (ends.c.outcome.is_(None), sa.null()),
+            else_=sa.func.coalesce(ends.c.runtime, ends.c.created - starts.c.start),
+        )
+        runs = (
+            sa.select(
+                starts.c.task.label("task"),
+                ends.c.outcome.label("outcome"),
+                sa.type_coerce(runtime, sa.Double()).label("runtime"),
+            )
+            .select_from(
+                starts.outerjoin(
+                    ends,
+                    sa.and_(
+                        ends.c.task == starts.c.task, ends.c.run == starts.c.run, ends.c.nth == 1
+                    ),
+                )
+            )
+            .where(*([starts.c.start >= since] if since is not None else []))
+            .subquery("runs")
+        )
+        group = [runs.c.task] if by_task else []
+        open_last = sa.case((runs.c.runtime.is_(None), 1), else_=0)
+        ranked = sa.select(
+            runs.c.task,
+            runs.c.outcome,
+            runs.c.runtime,
+            sa.func.row_number()
+            .over(partition_by=group or None, order_by=(open_last, runs.c.runtime))
+            .label("rank"),
+            sa.func.count(runs.c.runtime).over(partition_by=group or None).label("n"),
+        ).subquery("ranked")
+
+        def tally(actions: tuple[str, ...]) -> Any:
+            hit = sa.case((ranked.c.outcome.in_(actions), 1), else_=0)
+            return sa.func.coalesce(sa.func.sum(hit), 0)
+
+        def percentile(percent: int) -> Any:
+            target = (ranked.c.n * percent + 99) // 100
+            return sa.func.max(sa.case((ranked.c.rank == target, ranked.c.runtime)))
+
+        stmt = sa.select(
+            ranked.c.task if by_task else sa.null(),
+            sa.func.count(),
+            tally(("success",)),
+            tally(("fail", "crash")),
+            tally(("inaction", "terminate")),
+            sa.func.count(ranked.c.outcome),
+            sa.func.avg(ranked.c.runtime),
+            percentile(50),
+            percentile(95),
+            sa.func.max(ranked.c.runtime),
+        )
+        if by_task:
+            stmt = stmt.group_by(ranked.c.task).order_by(ranked.c.task)
+        names = ("task_name", "runs", "successes", "failures", "other", "finished",
+                 "mean_runtime", "p50_runtime", "p95_runtime", "max_runtime")
+        self.sync()
+        with self.engine.connect() as conn:
+            rows = [dict(zip(names, row, strict=True)) for row in conn.execute(stmt)]
+        for row in rows:
+            for name in names[1:6]:
+                row[name] = int(row[name])
+            for name in names[6:]:
+                row[name] = None if row[name] is None else float(row[name])
+        return rows
+
     def close(self) -> None:
         """Dispose of the engine if this repository created it."""
         if self._owns_engine:
@@ -429,6 +586,50 @@ class SQLRepo(Repository[ModelT]):
             f"SQLRepo(url={self._url_text()!r}, table={self.table_name!r}, "
             f"model={self.model.__name__})"
         )
+
+
+class _InsertPlan:
+    """A table's bulk ``INSERT``, compiled once, and how to turn rows into its parameters."""
+
+    def __init__(self, repo: SQLRepo[Any]) -> None:
+        dialect = repo.engine.dialect
+        quote = dialect.identifier_preparer.quote
+        names = list(repo.schema.names)
+        self.names = names
+        self.processors = [
+            repo.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in names
+        ]
+        table = dialect.identifier_preparer.format_table(repo.table)
+        cols = ", ".join(quote(name) for name in names)
+        self.copy_sql: str | None = None
+        if dialect.name == "postgresql" and dialect.driver == "psycopg":
+            self.copy_sql = f"COPY {table} ({cols}) FROM STDIN"
+        style = dialect.paramstyle
+        self.named = style in ("named", "pyformat") and self.copy_sql is None
+        keys = [f"p{i}" for i in range(len(names))]
+        self.keys = keys
+        marks = {
+            "qmark": ["?"] * len(names),
+            "format": ["%s"] * len(names),
+            "numeric": [f":{i + 1}" for i in range(len(names))],
+            "numeric_dollar": [f"${i + 1}" for i in range(len(names))],
+            "named": [f":{k}" for k in keys],
+            "pyformat": [f"%({k})s" for k in keys],
+        }[style]
+        self.sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(marks)})"
+
+    def params(self, rows: list[Row]) -> list[Any]:
+        """One tuple (or dict, for named parameter styles) of bound values per row."""
+        names = self.names
+        procs = [(i, p) for i, p in enumerate(self.processors) if p is not None]
+        out: list[Any] = []
+        for row in rows:
+            values = [row[n] for n in names]
+            for i, proc in procs:
+                values[i] = proc(values[i])
+            out.append(dict(zip(self.keys, values, strict=True)) if self.named else tuple(values))
+        return out
 
 
 _after_fork: weakref.WeakSet[SQLRepo[Any]] = weakref.WeakSet()

@@ -1,0 +1,459 @@
+"""Runs: one execution of a task, from its ``run`` record to its closing record.
+
+``with task_logger.run() as run:`` (or ``async with``, or ``@task_logger.task``)
+logs ``run`` on entry and one closing record on exit:
+
+======================================  ===========  ======================
+how the block ends                      action       the exception
+======================================  ===========  ======================
+normally                                ``success``  --
+raises :class:`~tasklog.TaskInaction`   ``inaction`` swallowed
+raises :class:`~tasklog.CancelRun`      (none)       swallowed; the run's
+                                                     records are deleted
+raises any other :class:`Exception`     ``fail``     re-raised
+``KeyboardInterrupt``, ``SystemExit``,  ``terminate`` re-raised
+``asyncio.CancelledError``
+======================================  ===========  ======================
+
+The run object is itself a logger adapter: its records carry the run's
+``run_id`` and fields, and it keeps the run's output as text lines.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from .adapter import TaskAdapter
+from .exceptions import CancelRun, TaskInaction
+from .records import Action
+from .repos import Repository
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = [
+    "RESERVED_FIELDS",
+    "Run",
+    "RunLogger",
+    "current_run",
+    "format_line",
+    "format_records",
+    "run_decorator",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RESERVED_FIELDS: frozenset[str] = frozenset(
+    set(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)))
+    | {"message", "asctime", "taskName"}
+    | {"task_name", "run_id", "action", "start", "end", "runtime"}
+)
+"""Names a run's fields and bound context cannot use: the attributes of a
+:class:`logging.LogRecord` (the stdlib refuses them in ``extra``) and the
+fields a run sets itself."""
+
+_now: Callable[[], float] = time.time
+"""The clock of output lines (a module attribute so tests can fix it)."""
+
+_current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "tasklog_current_run", default=None
+)
+
+
+def current_run() -> Run | None:
+    """The innermost run open in this thread or asyncio task, or None.
+
+    A function decorated with ``@task_logger.task`` can log into its run with
+    ``current_run().info(...)``.
+    """
+    return _current.get()
+
+
+def _check_fields(fields: Mapping[str, Any], what: str) -> None:
+    for key in fields:
+        if key in RESERVED_FIELDS:
+            msg = (
+                f"{what} cannot use the name {key!r}: it is a logging.LogRecord attribute "
+                "or a field the run sets itself; choose another name."
+            )
+            raise ValueError(msg)
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():.3f}s"
+
+
+def format_line(
+    created: float, levelname: str, label: str, message: str, exc_text: str | None = None
+) -> str:
+    """One line of run output: ``[2024-03-04 12:00:00.000] [INFO] [task] message``.
+
+    The time is local time with milliseconds; a traceback (*exc_text*)
+    follows on the next lines.
+    """
+    moment = datetime.fromtimestamp(created)
+    stamp = moment.strftime("%Y-%m-%d %H:%M:%S") + f".{moment.microsecond // 1000:03d}"
+    line = f"[{stamp}] [{levelname}] [{label}] {message}"
+    return f"{line}\n{exc_text}" if exc_text else line
+
+
+_ERROR_ACTIONS = frozenset({Action.FAIL.value, Action.CRASH.value})
+
+
+def format_records(records: Iterable[Any]) -> str:
+    """Stored records (of any model) as run output lines, one per record.
+
+    The level is the record's ``levelname`` when the model has one, else
+    ``ERROR`` for ``fail`` and ``crash`` and ``INFO`` for the rest; the text is
+    its ``message`` when it has one, else its action.
+    """
+    lines = []
+    for record in records:
+        action = str(getattr(record, "action", "") or "")
+        level = getattr(record, "levelname", None) or (
+            "ERROR" if action in _ERROR_ACTIONS else "INFO"
+        )
+        message = getattr(record, "message", None) or action
+        lines.append(
+            format_line(
+                float(record.created),
+                str(level),
+                str(getattr(record, "task_name", "")),
+                str(message),
+                getattr(record, "exc_text", None),
+            )
+        )
+    return "\n".join(lines)
+
+
+def _format_exception(exc_info: Any) -> str | None:
+    if not exc_info:
+        return None
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    if exc_info[0] is None:
+        return None
+    return logging.Formatter().formatException(exc_info)
+
+
+class _RunState:
+    """What a run and the adapters bound from it share."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+        self.start: datetime | None = None
+        self.began: float | None = None  # perf_counter at entry
+        self.runtime: timedelta | None = None  # set at exit
+
+    def elapsed(self) -> timedelta:
+        if self.runtime is not None:
+            return self.runtime
+        if self.began is None:
+            return timedelta(0)
+        return timedelta(seconds=time.perf_counter() - self.began)
+
+
+class RunLogger(TaskAdapter):
+    """A logger adapter for one run: every record carries its ``run_id`` and context.
+
+    :class:`Run` is one; :meth:`bind` makes more that share the run's output.
+    Each record logged through it is also kept as a line of :meth:`output`.
+    """
+
+    run_id: str
+    """The id shared by every record of this run."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        task_name: str,
+        state: _RunState,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            logger, task_name, run_id=state.run_id, ignore_warnings=True, extra=extra
+        )
+        self._state = state
+        self.context: dict[str, Any] = dict(context or {})
+        label = self.task_name
+        if self.context:
+            label += "[" + ",".join(f"{k}={v}" for k, v in self.context.items()) + "]"
+        self._label = label
+
+    @property
+    def duration(self) -> timedelta:
+        """Time since the run began (its runtime once it has ended)."""
+        return self._state.elapsed()
+
+    # --------------------------------------------------------------- logging
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log through the logger and keep the line for :meth:`output`."""
+        if not self.isEnabledFor(level):
+            return
+        msg, processed = self.process(msg, kwargs)
+        self._keep(level, msg, args, processed.get("exc_info"))
+        processed["stacklevel"] = int(processed.get("stacklevel", 1)) + 1
+        self.logger.log(level, msg, *args, **processed)
+
+    def _keep(self, level: int, msg: object, args: tuple[object, ...], exc_info: Any) -> None:
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = f"{msg} {args!r}"
+        line = format_line(
+            _now(), logging.getLevelName(level), self._label, text,
+            _format_exception(exc_info),
+        )
+        with self._state.lock:
+            self._state.lines.append(line)
+
+    def _log_action(
+        self, level: int, action: str, msg: str, fields: Mapping[str, Any] | None = None,
+        exc_info: Any = None,
+    ) -> None:
+        extra = dict(fields or {})
+        extra["action"] = action
+        self.log(level, msg, extra=extra, exc_info=exc_info, stacklevel=2)
+
+    # -------------------------------------------------------------- helpers
+    def bind(self, **context: Any) -> RunLogger:
+        """A child adapter whose records also carry *context* (e.g. ``user=123``).
+
+        Its lines show the context after the task name: ``[task[user=123]]``.
+
+        Raises:
+            ValueError: a key is a :class:`logging.LogRecord` attribute or a
+                field the run sets itself (see :data:`RESERVED_FIELDS`).
+        """
+        _check_fields(context, "bind()")
+        extra = {**(self.extra or {}), **context}
+        return RunLogger(
+            self.logger, self.task_name, self._state,
+            extra=extra, context={**self.context, **context},
+        )
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Log one ``progress`` record: ``30/100 (30.0%) message``.
+
+        ``done`` and ``total`` are also stored in model fields of those names.
+        """
+        if total:
+            text = f"{done}/{total} ({100 * done / total:.1f}%)"
+        elif total is not None:
+            text = f"{done}/{total}"
+        else:
+            text = f"{done}"
+        if message:
+            text = f"{text} {message}"
+        self._log_action(logging.INFO, Action.PROGRESS.value, text, {"done": done, "total": total})
+
+    def statistics(self, figures: Mapping[str, Any]) -> None:
+        """Log one ``statistics`` record with *figures*.
+
+        The message lists them as ``key=value`` pairs; each is also stored in
+        the model field of the same name, when the model has one.
+
+        Raises:
+            ValueError: a key is a :class:`logging.LogRecord` attribute or a
+                field the run sets itself (see :data:`RESERVED_FIELDS`).
+        """
+        _check_fields(figures, "statistics()")
+        text = " ".join(f"{key}={value}" for key, value in figures.items())
+        self._log_action(logging.INFO, Action.STATISTICS.value, text, figures)
+
+    def records(self) -> list[Any]:
+        """This run's stored records, in order."""
+        return self.filter_by(run_id=self.run_id).all()
+
+    def output(self) -> str:
+        """This run's log as lines ``[2024-03-04 12:00:00.000] [INFO] [task] message``.
+
+        Local time; a traceback follows its line. Only records logged through
+        this run (and adapters bound from it) in this process are included.
+        """
+        with self._state.lock:
+            return "\n".join(self._state.lines)
+
+    def __repr__(self) -> str:
+        """Logger, task and run id."""
+        name = type(self).__name__
+        return f"<{name} {self.logger.name!r} task={self._label!r} run_id={self.run_id!r}>"
+
+
+class Run(RunLogger):
+    """One run of a task: a context manager (sync and async) and a logger adapter.
+
+    Usually made by :meth:`tasklog.TaskAdapter.run`::
+
+        with task_logger.run(attempt=2) as run:
+            run.info("Processing")
+
+    Args:
+        adapter: the task's adapter (its logger and task name are used).
+        run_id: the run's id; a new unique one (a UUID4 hex) when None.
+        **fields: stored on every record of the run, where the model has
+            those fields (e.g. ``attempt=2``).
+
+    Raises:
+        ValueError: a field name is a :class:`logging.LogRecord` attribute or
+            a field the run sets itself (see :data:`RESERVED_FIELDS`).
+    """
+
+    def __init__(self, adapter: TaskAdapter, run_id: str | None = None, **fields: Any) -> None:
+        _check_fields(fields, "A run field")
+        extra = {**(adapter.extra or {}), **fields}
+        for key in ("task_name", "run_id", "action"):
+            extra.pop(key, None)
+        state = _RunState(run_id if run_id is not None else uuid.uuid4().hex)
+        super().__init__(adapter.logger, adapter.task_name, state, extra=extra)
+        self.fields: dict[str, Any] = dict(fields)
+        self._entered = False
+        self._token: contextvars.Token[Run | None] | None = None
+
+    # -------------------------------------------------------------- lifecycle
+    def _begin(self) -> None:
+        if self._entered:
+            msg = f"Run {self.run_id!r} was already started; make a new run for each execution."
+            raise RuntimeError(msg)
+        self._entered = True
+        state = self._state
+        state.start = datetime.now(timezone.utc)
+        state.began = time.perf_counter()
+        described = " ".join(f"{k}={v}" for k, v in self.fields.items())
+        text = f"Run started ({described})" if described else "Run started"
+        self._log_action(logging.INFO, Action.RUN.value, text, {"start": state.start})
+        self._token = _current.set(self)
+
+    def _finish(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """Log the closing record; return whether to swallow the exception."""
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+        state = self._state
+        runtime = timedelta(seconds=time.perf_counter() - (state.began or 0.0))
+        state.runtime = runtime
+        times = {
+            "start": state.start,
+            "end": (state.start or datetime.now(timezone.utc)) + runtime,
+            "runtime": runtime,
+        }
+        took = _seconds(runtime)
+        if exc is None:
+            self._log_action(logging.INFO, Action.SUCCESS.value, f"Run succeeded in {took}", times)
+            return False
+        if isinstance(exc, CancelRun):
+            self._forget()
+            return True
+        if isinstance(exc, TaskInaction):
+            reason = f": {exc}" if str(exc) else ""
+            self._log_action(
+                logging.INFO, Action.INACTION.value, f"Run had nothing to do{reason}", times
+            )
+            return True
+        described = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        exc_info = (exc_type, exc, tb)
+        if isinstance(exc, Exception):
+            self._log_action(
+                logging.ERROR, Action.FAIL.value, f"Run failed after {took}: {described}",
+                times, exc_info,
+            )
+        else:  # KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit
+            self._log_action(
+                logging.INFO, Action.TERMINATE.value,
+                f"Run terminated after {took}: {described}", times, exc_info,
+            )
+        return False
+
+    def _forget(self) -> None:
+        """Delete every record of this run from every repository its records reach."""
+        seen: set[int] = set()
+        for repo in _reachable_repos(self.logger):
+            if id(repo) in seen or "run_id" not in repo.schema.fields:
+                continue
+            seen.add(id(repo))
+            repo.filter_by(run_id=self.run_id).delete()
+
+    def __enter__(self) -> Self:
+        """Log ``run`` and return the run."""
+        self._begin()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """Log the closing record (see the module's table of actions)."""
+        return self._finish(exc_type, exc, tb)
+
+    async def __aenter__(self) -> Self:
+        """Log ``run`` and return the run."""
+        self._begin()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """Log the closing record (see the module's table of actions)."""
+        return self._finish(exc_type, exc, tb)
+
+
+def _reachable_repos(logger: logging.Logger) -> list[Repository[Any]]:
+    """Every repository a record logged on *logger* reaches."""
+    repos: list[Repository[Any]] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            repo = getattr(handler, "repo", None)
+            if isinstance(repo, Repository):
+                repos.append(repo)
+        if not current.propagate:
+            break
+        current = current.parent
+    return repos
+
+
+def run_decorator(adapter: TaskAdapter, func: F, **fields: Any) -> F:
+    """Wrap *func* (sync or async) so that each call is one run of *adapter*'s task.
+
+    The wrapper returns what *func* returns, or None when the run was
+    swallowed (``TaskInaction``, ``CancelRun``). Inside, :func:`current_run`
+    gives the run.
+    """
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            async with Run(adapter, **fields):
+                return await func(*args, **kwargs)
+            return None
+
+        return cast(F, run_async)
+
+    @functools.wraps(func)
+    def run_sync(*args: Any, **kwargs: Any) -> Any:
+        with Run(adapter, **fields):
+            return func(*args, **kwargs)
+        return None
+
+    return cast(F, run_sync)
