@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -1011,19 +1012,28 @@ def demo(ctx: typer.Context) -> None:
     """
     state = _state(ctx)
     repo = state.open_for_writing()
+    if "run_id" not in repo.model.model_fields:
+        msg = (
+            f"The store's records ({repo.model.__name__}) have no run_id, so the demo's runs "
+            "could not be read back; use another store or table."
+        )
+        raise CLIError(msg)
     typer.echo(f"Running example tasks into {state.url} ...")
     _demo_runs(repo)
     console = _console()
     for task in ("nightly-report", "fetch-prices", "cleanup-tmp"):
         console.print(_runs_table(task, list_runs(repo, task, 5)))
     console.print(_stats_table(compute_stats(repo)))
-    repo_option = "" if state.repo_option is None else f" --repo {state.repo_option}"
     if store_kind(state.url) != "memory":
+        options = ""
+        if state.repo_option is not None:
+            options += f" --repo {shlex.quote(state.repo_option)}"
+        if state.table is not None:
+            options += f" --table {shlex.quote(state.table)}"
         typer.echo(
-            f"Next: tasklog{repo_option} logs fetch-prices   (the failed run, with its "
-            "traceback)\n"
-            f"      tasklog{repo_option} errors\n"
-            f"      tasklog{repo_option} tasks --json"
+            f"Next: tasklog{options} logs fetch-prices   (the failed run, with its traceback)\n"
+            f"      tasklog{options} errors\n"
+            f"      tasklog{options} tasks --json"
         )
 
 

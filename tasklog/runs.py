@@ -3,17 +3,13 @@
 ``with task_logger.run() as run:`` (or ``async with``, or ``@task_logger.task``)
 logs ``run`` on entry and one closing record on exit:
 
-======================================  ===========  ======================
-how the block ends                      action       the exception
-======================================  ===========  ======================
-normally                                ``success``  --
-raises :class:`~tasklog.TaskInaction`   ``inaction`` swallowed
-raises :class:`~tasklog.CancelRun`      (none)       swallowed; the run's
-                                                     records are deleted
-raises any other :class:`Exception`     ``fail``     re-raised
-``KeyboardInterrupt``, ``SystemExit``,  ``terminate`` re-raised
-``asyncio.CancelledError``
-======================================  ===========  ======================
+- normally: ``success``;
+- :class:`~tasklog.TaskInaction`: ``inaction``, and the exception is swallowed;
+- :class:`~tasklog.CancelRun`: every record of the run is deleted, and the
+  exception is swallowed;
+- any other :class:`Exception`: ``fail`` with the traceback, re-raised;
+- ``KeyboardInterrupt``, ``SystemExit``, ``asyncio.CancelledError``:
+  ``terminate``, re-raised.
 
 The run object is itself a logger adapter: its records carry the run's
 ``run_id`` and fields, and it keeps the run's output as text lines.

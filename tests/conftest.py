@@ -96,8 +96,12 @@ def _repo(make_repo: RepoFactory, store: str) -> Repository[Any]:
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Put loggers back as they were: remove and close handlers a test added."""
+def _restore_logging(make_repo: RepoFactory) -> Iterator[None]:
+    """Put loggers back as they were: remove and close handlers a test added.
+
+    It depends on ``make_repo`` so that it is torn down first: handlers flush
+    and close before the repositories they write to are closed or dropped.
+    """
     names = ["", "tasklog.task", *logging.root.manager.loggerDict]
     before = {
         n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level,

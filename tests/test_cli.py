@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from typer.testing import CliRunner, Result
 
-from tasklog import MinimalRunRecord, SQLRepo, TaskRunRecord, open_repo
+from tasklog import MinimalRecord, MinimalRunRecord, SQLRepo, TaskRunRecord, open_repo
 from tasklog.cli import app, format_record, parse_duration, resolve_repo
 
 BASE = 1_709_553_600.0
@@ -528,6 +528,13 @@ class TestExport:
             runner, "--repo", str(out), "errors"
         )
 
+    def test_csv_to_stdout(self, runner: CliRunner, url: str) -> None:
+        """--format csv: a header of the model's fields, then a row per record."""
+        result = run(runner, "--repo", url, "export", "--format", "csv")
+        lines = result.stdout.splitlines()
+        assert ["task_name", "action", "created"] == lines[0].split(",")[:3]
+        assert f"alpha,run,{BASE}" == ",".join(lines[1].split(",")[:3])
+
     def test_bad_format(self, runner: CliRunner, url: str) -> None:
         """--format xml: one line, exit 2."""
         assert_usage_error(run(runner, "--repo", url, "export", "--format", "xml"), "'xml'")
@@ -646,6 +653,17 @@ class TestAnyModel:
         assert [{"task_name": "backup", "action": "log", "created": BASE,
                  "note": "hello"}] == records
         assert_usage_error(run(runner, "--repo", str(path), "runs", "backup"), "run_id")
+
+    def test_store_without_run_id(self, runner: CliRunner, tmp_path: Path) -> None:
+        """A MinimalRecord table lists tasks; runs, logs and demo say why they cannot (exit 2)."""
+        url = url_of("sqlite", tmp_path)
+        write_history(url, [{"task_name": "m", "action": "log", "created": BASE}],
+                      model=MinimalRecord)
+        assert [{"task_name": "m", "last_action": "log",
+                 "last_created": "2024-03-04T12:00:00+00:00"}] == run_json(
+            runner, "--repo", url, "tasks")
+        for args in (["runs", "m"], ["logs", "m"], ["stats"], ["demo"]):
+            assert_usage_error(run(runner, "--repo", url, *args), "run_id")
 
     def test_not_a_tasklog_table(self, runner: CliRunner, tmp_path: Path) -> None:
         """A table without task_name/action/created: one line, exit 2."""

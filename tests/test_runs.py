@@ -405,6 +405,17 @@ class TestRunAdapter:
         assert "[ERROR] [job] Run failed after" in text.splitlines()[1]
         assert "ValueError: bad" == text.splitlines()[-1]
 
+    def test_format_records_minimal_model(self, fixed_clock: None) -> None:
+        """Records without levelname or message show their action, ERROR for fail and crash."""
+        records = [
+            MinimalRunRecord(task_name="job", action="run", created=1709553600.0, run_id="r"),
+            MinimalRunRecord(task_name="job", action="crash", created=1709553601.5, run_id="r"),
+        ]
+        assert (
+            "[2024-03-04 14:00:00.000] [INFO] [job] run\n"
+            "[2024-03-04 14:00:01.500] [ERROR] [job] crash"
+        ) == format_records(records)
+
     def test_caller_is_the_user_code(self, make_task_logger: TaskLoggerFactory) -> None:
         """A record logged through a run names the calling function, not tasklog's code."""
         task_logger = make_task_logger(model=RunRecord)
