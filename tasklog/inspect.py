@@ -41,6 +41,7 @@ __all__ = [
     "KNOWN_MODELS",
     "RunInfo",
     "StoreNotFoundError",
+    "has_task",
     "latest_per_task",
     "list_runs",
     "model_for_columns",

@@ -300,7 +300,9 @@ class Query:
         for spec in fields:
             desc = spec.startswith("-")
             name = spec[1:] if desc else spec
-            schema.field(name)
+            if schema.field(name).kind == "json":  # PostgreSQL's json has no ordering
+                msg = f"Field {name!r} holds structured data (JSON) and cannot be ordered by."
+                raise ValueError(msg)
             order.append((name, desc))
         return Query(self.conditions, tuple(order))
 

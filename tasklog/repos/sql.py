@@ -109,6 +109,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+        # 16 MB of page cache (allocated as used; the default is 2 MB), so that
+        # the table pages an indexed query visits stay cached between queries
+        cursor.execute("PRAGMA cache_size = -16000")
     finally:
         cursor.close()
 

@@ -243,6 +243,16 @@ class TestQuery:
             items.filter_by().order_by("-nope")
         assert "nope" in str(info.value)
 
+    def test_json_fields_not_queryable(self, make_repo: Any, store: str) -> None:
+        """Filtering or ordering by a JSON field is a ValueError on every store."""
+        repo = make_repo(store, model=Typed)
+        with pytest.raises(ValueError, match="tags"):
+            repo.filter_by(tags=["a"])
+        with pytest.raises(ValueError, match="meta"):
+            repo.filter_by().order_by("meta")
+        with pytest.raises(ValueError, match="tags"):
+            repo.filter_by(tags=contains("a"))
+
     def test_unconvertible_literal(self, items: Repository[Any]) -> None:
         """A literal the field cannot hold raises ValueError naming the field."""
         with pytest.raises(ValueError, match="created"):
@@ -506,6 +516,21 @@ class TestRepository:
             _created(repo.filter_by(took=1).all()),
         )
 
+    def test_update_typed_fields(self, make_repo: Any, store: str) -> None:
+        """update() sets JSON, datetime, timedelta and bool fields on every store."""
+        repo = make_repo(store, model=Typed)
+        repo.add_many([{"task_name": "t", "action": "log", "created": float(i)} for i in range(2)])
+        when = datetime(2024, 5, 6, 7, 8, 9)
+        updated = repo.filter_by(created=1.0).update(
+            tags=["z"], meta={"a": {"b": 1}}, when=when, took=timedelta(seconds=2), ok=True
+        )
+        got = repo.filter_by(created=1.0).first()
+        assert (1, ["z"], {"a": {"b": 1}}, when.replace(tzinfo=UTC), timedelta(seconds=2), True,
+                []) == (
+            updated, got.tags, got.meta, got.when, got.took, got.ok,
+            repo.filter_by(created=0.0).first().tags,
+        )
+
     def test_task_log_record_round_trip(self, make_repo: Any, store: str) -> None:
         """TaskLogRecord and TaskRunRecord round-trip with their defaults."""
         log_repo = make_repo(store, model=TaskLogRecord)
@@ -530,6 +555,15 @@ class TestRepository:
         assert (["B", "Z", "a", "b", "é"], ["é", "a", "b"]) == (
             [r.task_name for r in repo.filter_by().order_by("task_name")],
             [r.task_name for r in repo.filter_by(task_name=greater_than("Z"))],
+        )
+
+    def test_code_point_order_beyond_bmp(self, repo: Repository[Any]) -> None:
+        """Characters beyond the BMP sort after U+FFFF, as in Python, on every store."""
+        names = ["\U0001f600", "\uffff", "ä", "A", "a", "\u00e9"]
+        repo.add_many([{"task_name": n, "action": "log", "created": 1.0} for n in names])
+        assert (sorted(names), ["\U0001f600"]) == (
+            [r.task_name for r in repo.filter_by().order_by("task_name")],
+            [r.task_name for r in repo.filter_by(task_name=greater_than("\uffff"))],
         )
 
     def test_big_integers(self, make_repo: Any, store: str) -> None:
@@ -772,12 +806,12 @@ class TestSQLRepo:
             SQLRepo(first.engine, table=first.table_name, model=Bigger)
 
     def test_engine_argument(self, make_repo: Any, sql_store: str) -> None:
-        """SQLRepo takes an engine positionally; default table is task_log."""
+        """SQLRepo takes an existing engine as its first argument and leaves it open on close."""
         first = make_repo(sql_store)
         repo = SQLRepo(first.engine, table=first.table_name)
-        assert (first.engine, "task_log") == (
-            repo.engine, SQLRepo.__init__.__kwdefaults__["table"]  # type: ignore[index]
-        )
+        repo.add({"task_name": "t", "action": "log", "created": 1.0})
+        repo.close()
+        assert (first.engine, 1) == (repo.engine, len(first))
 
     def test_filtered_count_runs_in_database(self, make_repo: Any, sql_store: str) -> None:
         """A filtered count runs as one SELECT count(...) WHERE in the database."""
