@@ -6,7 +6,7 @@ queryable repository (memory, CSV, SQLite, PostgreSQL, any SQLAlchemy database).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .adapter import TaskAdapter, get_task_logger
 from .config import basic_config
@@ -32,7 +32,10 @@ from .records import (
     TaskLogRecord,
     TaskRunRecord,
 )
-from .repos import CSVFileRepo, MemoryRepo, Repository, Result, SQLRepo, open_repo
+from .repos import CSVFileRepo, MemoryRepo, Repository, Result, open_repo
+
+if TYPE_CHECKING:
+    from .repos.sql import SQLRepo
 from .runs import Run
 from .stats import Stats, TaskStats, mark_crashed, stats
 
@@ -78,6 +81,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Serve ``__version__`` lazily from the installed metadata."""
+    if name == "SQLRepo":  # imported on first use: SQLAlchemy takes a while to load
+        from .repos.sql import SQLRepo
+
+        return SQLRepo
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

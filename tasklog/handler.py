@@ -324,7 +324,15 @@ class RepoHandler(logging.Handler):
             if self.background:
                 self._enqueue(data)
             else:
-                self._write([data])
+                row = self._row(data)
+                if row is None:
+                    self._write([data])
+                else:
+                    _local.busy = True
+                    try:
+                        self._store([row])
+                    finally:
+                        _local.busy = False
         except ValidationError:
             if self.errors == "raise":
                 raise
@@ -422,24 +430,27 @@ class RepoHandler(logging.Handler):
 
     def _write(self, items: list[dict[str, Any]]) -> None:
         """Validate and store *items*, retrying a store that is briefly unreachable."""
+        prior = getattr(_local, "busy", False)
         _local.busy = True
         try:
             rows = self._rows(items)
             if rows:
                 self._store(rows)
         finally:
-            _local.busy = threading.current_thread() is self._writer
+            _local.busy = prior
 
     def _store(self, rows: list[dict[str, Any]]) -> None:
         """Insert *rows* as one batch; a refused batch is split to isolate the bad rows."""
         delay = 0.05
-        sync_deadline = time.monotonic() + self.block_timeout
+        sync_deadline = 0.0
         while True:
             try:
                 self.repo.insert_rows(rows)
             except Exception as exc:
                 if self.repo.is_transient(exc):
                     now = time.monotonic()
+                    if not sync_deadline:
+                        sync_deadline = now + self.block_timeout
                     give_up = now > (self._deadline if self.background else sync_deadline)
                     if not give_up:
                         self._retries += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel
@@ -14,9 +14,21 @@ from ..records import MinimalRunRecord
 from .base import Repository, Result
 from .csv_file import CSVFileRepo
 from .memory import MemoryRepo
-from .sql import SQLRepo
+
+if TYPE_CHECKING:
+    from .sql import SQLRepo
 
 __all__ = ["CSVFileRepo", "MemoryRepo", "Repository", "Result", "SQLRepo", "open_repo"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the SQL backend (and SQLAlchemy) only when it is used."""
+    if name == "SQLRepo":
+        from .sql import SQLRepo
+
+        return SQLRepo
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def _int_option(name: str, text: str) -> int:
@@ -66,6 +78,8 @@ def _open_sql(url: str, model: type[BaseModel], options: dict[str, Any]) -> Repo
     except sa.exc.NoSuchModuleError:
         msg = f"Unknown repository URL scheme {parsed.drivername!r} in {url!r}. {_KNOWN}"
         raise ConfigError(msg) from None
+    from .sql import SQLRepo
+
     return SQLRepo(url=parsed, model=model, **options)
 
 

@@ -112,7 +112,8 @@ class MemoryRepo(Repository[ModelT]):
                 self._rebuild()
             store = self._rows
             append = store.append
-            specs = [(i, self._index[name]) for name, i in self._indexed]
+            index = self._index
+            specs = [(i, index[name]) for name, i in self._indexed]
             pairs = self._pair_index
             seq = self._offset + len(store)
             for row in rows:

@@ -8,6 +8,7 @@ for the conditions, ``ORDER BY`` with the autoincrement key breaking ties,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from collections.abc import Iterator
@@ -107,7 +108,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        with contextlib.suppress(Exception):  # a read-only file keeps its journal mode
+            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         # 16 MB of page cache (allocated as used; the default is 2 MB), so that
         # the table pages an indexed query visits stay cached between queries
@@ -334,6 +336,12 @@ class SQLRepo(Repository[ModelT]):
             plan = self._insert_plan = _InsertPlan(self)
         params = plan.params(rows)
         with self.engine.begin() as conn:
+            if plan.per_statement > 1:  # SQLite: multi-row VALUES, a few statements per batch
+                step = plan.per_statement
+                for start in range(0, len(params), step):
+                    chunk = params[start : start + step]
+                    conn.exec_driver_sql(plan.values_sql(len(chunk)), _flatten(chunk))
+                return
             if plan.copy_sql is None:
                 conn.exec_driver_sql(plan.sql, params)
                 return
@@ -621,6 +629,21 @@ class _InsertPlan:
             "pyformat": [f"%({k})s" for k in keys],
         }[style]
         self.sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(marks)})"
+        # sqlite3 releases the GIL around every row's step in executemany, and
+        # getting it back behind a busy logging thread costs a switch interval:
+        # one statement of many rows needs one step. 999 bound variables at
+        # most, the limit of old SQLite builds.
+        self.per_statement = 999 // len(names) if dialect.name == "sqlite" else 1
+        self._row_marks = f"({', '.join(marks)})"
+        self._head = f"INSERT INTO {table} ({cols}) VALUES "
+        self._values_sql: dict[int, str] = {}
+
+    def values_sql(self, n: int) -> str:
+        """A multi-row ``INSERT`` for *n* rows (positional parameters)."""
+        sql = self._values_sql.get(n)
+        if sql is None:
+            sql = self._values_sql[n] = self._head + ", ".join([self._row_marks] * n)
+        return sql
 
     def params(self, rows: list[Row]) -> list[Any]:
         """One tuple (or dict, for named parameter styles) of bound values per row."""
@@ -633,6 +656,10 @@ class _InsertPlan:
                 values[i] = proc(values[i])
             out.append(dict(zip(self.keys, values, strict=True)) if self.named else tuple(values))
         return out
+
+
+def _flatten(chunk: list[Any]) -> tuple[Any, ...]:
+    return tuple(value for values in chunk for value in values)
 
 
 _after_fork: weakref.WeakSet[SQLRepo[Any]] = weakref.WeakSet()

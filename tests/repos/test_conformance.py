@@ -8,10 +8,11 @@ own classes.
 from __future__ import annotations
 
 import csv
+import enum
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import sqlalchemy as sa
@@ -48,6 +49,31 @@ class Item(BaseModel):
     run_id: str | None = None
     message: str | None = None
     size: int | None = None
+
+
+class Status(str, enum.Enum):
+    """A text enum field type."""
+
+    OK = "ok"
+    BAD = "bad"
+
+
+class Level(enum.IntEnum):
+    """An integer enum field type."""
+
+    LOW = 1
+    HIGH = 2
+
+
+class WithEnums(BaseModel):
+    """A user model with enum and Literal fields."""
+
+    task_name: str
+    action: str
+    created: float
+    status: Status | None = None
+    level: Level = Level.LOW
+    kind: Literal["x", "y"] = "x"
 
 
 class Typed(BaseModel):
@@ -235,13 +261,12 @@ class TestQuery:
         """An unknown field raises ValueError naming the valid fields."""
         with pytest.raises(ValueError, match="nope") as info:
             items.filter_by(nope=1)
-        assert all(name in str(info.value) for name in Item.model_fields)
+        assert [] == [name for name in Item.model_fields if name not in str(info.value)]
 
     def test_unknown_field_in_order_by(self, items: Repository[Any]) -> None:
         """order_by with an unknown field raises ValueError naming the valid fields."""
-        with pytest.raises(ValueError, match="task_name") as info:
+        with pytest.raises(ValueError, match=r"'nope'.*valid fields: task_name, action, created"):
             items.filter_by().order_by("-nope")
-        assert "nope" in str(info.value)
 
     def test_json_fields_not_queryable(self, make_repo: Any, store: str) -> None:
         """Filtering or ordering by a JSON field is a ValueError on every store."""
@@ -531,6 +556,24 @@ class TestRepository:
             repo.filter_by(created=0.0).first().tags,
         )
 
+    def test_enum_and_literal_fields(self, make_repo: Any, store: str) -> None:
+        """Enum and Literal fields round-trip and are queried by member or value on every store."""
+        repo = make_repo(store, model=WithEnums)
+        first = WithEnums(task_name="t", action="log", created=1.0, status=Status.BAD,
+                          level=Level.HIGH, kind="y")
+        repo.add_many([first, {"task_name": "t", "action": "log", "created": 2.0, "status": "ok"}])
+        assert (
+            [first, WithEnums(task_name="t", action="log", created=2.0, status=Status.OK)],
+            [1.0], [1.0], [1.0], [1.0], [2.0, 1.0],
+        ) == (
+            list(repo),
+            _created(repo.filter_by(status="bad")),
+            _created(repo.filter_by(status=Status.BAD)),
+            _created(repo.filter_by(level=greater_than(Level.LOW))),
+            _created(repo.filter_by(kind="y")),
+            _created(repo.filter_by().order_by("-status")),
+        )
+
     def test_task_log_record_round_trip(self, make_repo: Any, store: str) -> None:
         """TaskLogRecord and TaskRunRecord round-trip with their defaults."""
         log_repo = make_repo(store, model=TaskLogRecord)
@@ -738,9 +781,8 @@ class TestCSVFileRepo:
         """A CSV file whose header lacks model fields is an error naming them."""
         path = tmp_path / "hand.csv"
         path.write_text("task_name,created\nx,1\n", encoding="utf-8")
-        with pytest.raises(ValueError, match="action") as info:
+        with pytest.raises(ValueError, match="action, run_id"):
             CSVFileRepo(path)
-        assert "run_id" in str(info.value)
 
     def test_empty_existing_file_gets_header(self, tmp_path: Path) -> None:
         """An existing empty file gets a header row."""
