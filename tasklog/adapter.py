@@ -66,6 +66,7 @@ class TaskAdapter(_AdapterBase):
         run_id: str | None = None,
         ignore_warnings: bool = False,
         extra: Mapping[str, Any] | None = None,
+        _stacklevel: int = 2,
     ) -> None:
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
@@ -84,7 +85,7 @@ class TaskAdapter(_AdapterBase):
                 "Add one with tasklog.basic_config() or TaskAdapter.set_repo(), or pass "
                 "ignore_warnings=True.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=_stacklevel,
             )
 
     def process(
@@ -167,4 +168,5 @@ def get_task_logger(
     task: Any, logger: str | logging.Logger = "tasklog.task", **kwargs: Any
 ) -> TaskAdapter:
     """A :class:`TaskAdapter` for *task* on *logger* (default ``tasklog.task``)."""
+    kwargs.setdefault("_stacklevel", 3)
     return TaskAdapter(logger, task, **kwargs)

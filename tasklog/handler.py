@@ -24,7 +24,7 @@ import types
 import typing
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -156,11 +156,13 @@ class ActionFilter(logging.Filter):
     """Pass only records whose ``action`` is one of *actions*.
 
     Route, for example, ``fail`` and ``crash`` records to a mail or chat handler.
+    The actions may also be given as ``actions=[...]``, which is how
+    :func:`logging.config.dictConfig` passes them.
     """
 
-    def __init__(self, *actions: str) -> None:
+    def __init__(self, *args: str, actions: Iterable[str] = ()) -> None:
         super().__init__()
-        self.actions = frozenset(str(a) for a in actions)
+        self.actions = frozenset(str(a) for a in (*args, *actions))
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Whether the record's action is one of the chosen ones."""

@@ -248,5 +248,6 @@ class TestGetTaskLogger:
     def test_warns_when_unreadable(self) -> None:
         """get_task_logger warns for a logger that cannot be read."""
         logging.getLogger("t.ad.gtl.none").propagate = False
-        with pytest.warns(UserWarning, match="cannot read"):
+        with pytest.warns(UserWarning, match="cannot read") as caught:
             get_task_logger("x", logger="t.ad.gtl.none")
+        assert [__file__] == [w.filename for w in caught]

@@ -518,6 +518,26 @@ class TestConfiguration:
             ActionFilter(Action.FAIL).filter(record), ActionFilter(Action.CRASH).filter(record)
         )
 
+    def test_action_filter_from_dict_config(self) -> None:
+        """dictConfig builds an ActionFilter from an ``actions`` list."""
+        stream = io.StringIO()
+        logging.config.dictConfig({
+            "version": 1,
+            "incremental": False,
+            "disable_existing_loggers": False,
+            "filters": {"alerts": {"()": "tasklog.ActionFilter", "actions": ["fail", "crash"]}},
+            "handlers": {
+                "alert": {"class": "logging.StreamHandler", "stream": stream,
+                          "filters": ["alerts"]},
+            },
+            "loggers": {"t.filter.dict": {"handlers": ["alert"], "level": "INFO",
+                                          "propagate": False}},
+        })
+        logger = logging.getLogger("t.filter.dict")
+        for action in ("run", "fail", "success", "crash"):
+            logger.info(action, extra=_task(action=action))
+        assert ["fail", "crash"] == stream.getvalue().splitlines()
+
     @pytest.mark.parametrize("mode", ["sync", "background"])
     def test_sqlalchemy_logging_does_not_recurse(self, tmp_path: Path, mode: str) -> None:
         """A RepoHandler on root with sqlalchemy.engine at INFO does not store its own SQL logs."""
