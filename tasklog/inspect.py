@@ -33,7 +33,7 @@ from .records import (
     TaskLogRecord,
     TaskRunRecord,
 )
-from .repos import Repository, open_repo
+from .repos import Repository, open_repo, parse_sql_url
 from .repos.base import CLOSING_ACTIONS
 
 __all__ = [
@@ -223,26 +223,10 @@ def _open_sql(url: str, table: str | None) -> Repository[Any]:
 
     from .repos.sql import make_engine
 
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
-        msg = f"Cannot parse repository URL {url!r}."
-        raise ConfigError(msg) from None
-    query_table = parsed.query.get("table")
-    if table is None and query_table is not None:
-        table = query_table if isinstance(query_table, str) else query_table[-1]
-    table = table or "task_log"
-    parsed = parsed.difference_update_query(["table"])
+    parsed, query_table = parse_sql_url(url)
+    table = table or query_table or "task_log"
     shown = parsed.render_as_string(hide_password=True)
-    try:
-        backend = parsed.get_backend_name()
-        parsed.get_dialect()
-    except sa.exc.NoSuchModuleError:
-        msg = (
-            f"Unknown repository URL scheme {parsed.drivername!r} in {url!r}; use memory://, "
-            "csv:///path/file.csv, sqlite:///file.db or another SQLAlchemy URL."
-        )
-        raise ConfigError(msg) from None
+    backend = parsed.get_backend_name()
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
         database = str(parsed.database)
         if database.startswith("file:"):

@@ -16,9 +16,19 @@ from .csv_file import CSVFileRepo
 from .memory import MemoryRepo
 
 if TYPE_CHECKING:
+    from sqlalchemy import URL
+
     from .sql import SQLRepo
 
-__all__ = ["CSVFileRepo", "MemoryRepo", "Repository", "Result", "SQLRepo", "open_repo"]
+__all__ = [
+    "CSVFileRepo",
+    "MemoryRepo",
+    "Repository",
+    "Result",
+    "SQLRepo",
+    "open_repo",
+    "parse_sql_url",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -61,7 +71,13 @@ def _open_csv(url: str, model: type[BaseModel], options: dict[str, Any]) -> Repo
     return CSVFileRepo(filename=path, model=model, **options)
 
 
-def _open_sql(url: str, model: type[BaseModel], options: dict[str, Any]) -> Repository[Any]:
+def parse_sql_url(url: str) -> tuple[URL, str | None]:
+    """Split an SQLAlchemy URL into the database URL and its ``?table=`` option.
+
+    Raises:
+        ValueError: the URL cannot be parsed or names no known database
+            (:class:`~tasklog.exceptions.ConfigError`).
+    """
     import sqlalchemy as sa
 
     try:
@@ -69,17 +85,23 @@ def _open_sql(url: str, model: type[BaseModel], options: dict[str, Any]) -> Repo
     except sa.exc.ArgumentError:
         msg = f"Cannot parse repository URL {url!r}. {_KNOWN}"
         raise ConfigError(msg) from None
-    table = parsed.query.get("table")
-    if table is not None:
-        options.setdefault("table", table if isinstance(table, str) else table[-1])
-        parsed = parsed.difference_update_query(["table"])
+    value = parsed.query.get("table")
+    table = value if isinstance(value, str) or value is None else value[-1]
+    parsed = parsed.difference_update_query(["table"])
     try:
         parsed.get_dialect()
     except sa.exc.NoSuchModuleError:
         msg = f"Unknown repository URL scheme {parsed.drivername!r} in {url!r}. {_KNOWN}"
         raise ConfigError(msg) from None
+    return parsed, table
+
+
+def _open_sql(url: str, model: type[BaseModel], options: dict[str, Any]) -> Repository[Any]:
     from .sql import SQLRepo
 
+    parsed, table = parse_sql_url(url)
+    if table is not None:
+        options.setdefault("table", table)
     return SQLRepo(url=parsed, model=model, **options)
 
 
