@@ -194,6 +194,11 @@ class RepoHandler(logging.Handler):
         retry_max_delay: longest pause (s) between retries of a failing store.
         flush_timeout: longest time (s) :meth:`flush` waits; None waits until stored.
         close_timeout: longest time (s) :meth:`close` keeps retrying a failing store.
+        backlog: while the store works, a logging call that finds this many
+            records queued waits (at most *block_timeout*) until the writer
+            has caught up to half of it. This bounds what a SIGKILL loses when
+            a program logs faster than the store writes. An unreachable store
+            is not waited for (its records fill the queue up to *max_queue*).
         handle_sigterm: when the process gets SIGTERM and nobody else handles
             it (its handler is still the default), first store what the
             background writers hold (up to *close_timeout*), then die of SIGTERM
@@ -218,6 +223,7 @@ class RepoHandler(logging.Handler):
         retry_max_delay: float = 5.0,
         flush_timeout: float | None = None,
         close_timeout: float = 10.0,
+        backlog: int = 10_000,
         handle_sigterm: bool = True,
         **options: Any,
     ) -> None:
@@ -257,6 +263,7 @@ class RepoHandler(logging.Handler):
         self.retry_max_delay = retry_max_delay
         self.flush_timeout = flush_timeout
         self.close_timeout = close_timeout
+        self._backlog = max(batch_size, min(max_queue, backlog))
         self._plan = [(name, _SPECIAL.get(name)) for name in self.model.model_fields]
         self._schema = repo.schema
         self._same_model = self.model is repo.model
@@ -283,6 +290,8 @@ class RepoHandler(logging.Handler):
         self._deadline = float("inf")
         self._wake = False
         self._signalled = False  # the writer was told a full batch waits
+        self._failing = False  # the last write failed and is being retried
+        self._pacing = False  # a logging call waits for the writer to catch up
 
     # ------------------------------------------------------------- figures
     @property
@@ -361,10 +370,33 @@ class RepoHandler(logging.Handler):
             return
         queue.append(data)
         self._accepted += 1
-        if len(queue) >= self.batch_size and not self._signalled:
+        n = len(queue)
+        if n >= self.batch_size and not self._signalled:
             self._signalled = True
             with self._cv:
                 self._cv.notify_all()
+        if n >= self._backlog and not self._failing and self._writer_alive():
+            self._pace()
+
+    def _pace(self) -> None:
+        """Wait (at most block_timeout) while the writer, storing fine, is far behind.
+
+        A thread that logs flat out can starve the writer of the GIL; then the
+        queue, and what a SIGKILL would lose, grows up to ``max_queue``. Waiting
+        here keeps it near ``backlog`` records while the store works. An
+        unreachable store does not pace: its records wait in the queue.
+        """
+        target = self._backlog // 2
+        with self._cv:
+            self._pacing = True
+            try:
+                self._cv.notify_all()
+                self._cv.wait_for(
+                    lambda: len(self._queue) <= target or self._failing or self._closing,
+                    timeout=self.block_timeout,
+                )
+            finally:
+                self._pacing = False
 
     def _wait_for_room(self) -> bool:
         if self.overflow == "drop":
@@ -456,6 +488,7 @@ class RepoHandler(logging.Handler):
                     give_up = now > (self._deadline if self.background else sync_deadline)
                     if not give_up:
                         self._retries += 1
+                        self._failing = True
                         self._report(
                             "transient",
                             f"the store is unreachable ({exc.__class__.__name__}); "
@@ -479,11 +512,13 @@ class RepoHandler(logging.Handler):
                 return
             else:
                 self._stored += len(rows)
+                self._failing = False
                 return
 
     def _sleep(self, seconds: float) -> None:
         if threading.current_thread() is self._writer:
             with self._cv:
+                self._cv.notify_all()  # a paced logging call stops waiting for a failing store
                 self._cv.wait_for(lambda: time.monotonic() > self._deadline, timeout=seconds)
         else:
             time.sleep(seconds)
@@ -523,6 +558,8 @@ class RepoHandler(logging.Handler):
             take = min(len(queue), self.batch_size)
             batch = [queue.popleft() for _ in range(take)]
             self._signalled = len(queue) >= self.batch_size
+            if self._pacing:
+                self._cv.notify_all()
             return batch
 
     def _finish(self, n: int) -> None:
@@ -656,7 +693,11 @@ def _on_sigterm(signum: int, frame: object) -> None:
     the interrupted code may hold: it only signals the writers and waits on
     their progress with bounded, non-blocking acquires.
     """
-    for handler in list(_handlers):
+    handlers = list(_handlers)
+    now = time.monotonic()
+    for handler in handlers:  # one deadline for all, not close_timeout after each other
+        handler._deadline = min(handler._deadline, now + handler.close_timeout)
+    for handler in handlers:
         with contextlib.suppress(Exception):
             handler._flush_for_exit()
     if signal.getsignal(signal.SIGTERM) is _on_sigterm:

@@ -318,3 +318,62 @@ def test_sigterm_handler_respects_a_custom_one(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True, timeout=60,
     )
     assert "True" == out.stdout.strip()
+
+
+class _SlowRepo(MemoryRepo[Any]):
+    """A memory store that takes a while per write (a store slower than the program)."""
+
+    prefers_batches = True
+
+    def insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Store, slowly."""
+        time.sleep(0.005)
+        super().insert_rows(rows)
+
+
+class _DownRepo(MemoryRepo[Any]):
+    """A store that is unreachable (a transient error) until it is brought up."""
+
+    prefers_batches = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = False
+
+    def insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Fail as a network would, until up."""
+        if not self.up:
+            msg = "connection refused"
+            raise ConnectionRefusedError(msg)
+        super().insert_rows(rows)
+
+
+def test_backlog_paces_a_program_faster_than_its_store() -> None:
+    """While the store works, the queue (what a SIGKILL would lose) stays within backlog."""
+    repo = _SlowRepo()
+    handler = RepoHandler(repo, batch_size=5, backlog=20, block_timeout=60)
+    logger = _logger(handler)
+    most = 0
+    for i in range(300):
+        _log(logger, range(i, i + 1))
+        most = max(most, handler.counts["queued"])
+    handler.flush()
+    counts = dict(handler.counts)
+    handler.close()
+    assert (True, 300, 0) == (most <= 20, counts["stored"], counts["dropped"])
+
+
+def test_backlog_does_not_pace_an_unreachable_store() -> None:
+    """An unreachable store's records fill the queue beyond backlog, the caller unblocked."""
+    repo = _DownRepo()
+    handler = RepoHandler(
+        repo, batch_size=5, backlog=20, block_timeout=60, retry_max_delay=0.05, errors="ignore"
+    )
+    logger = _logger(handler)
+    _log(logger, range(200))
+    queued = handler.counts["queued"]
+    repo.up = True
+    handler.flush()
+    counts = dict(handler.counts)
+    handler.close()
+    assert (True, 200, 0) == (queued > 20, counts["stored"], counts["dropped"])

@@ -90,6 +90,11 @@ class MemoryRepo(Repository[ModelT]):
         self._index: dict[str, dict[Any, Seqs]] = {name: {} for name, _ in self._indexed}
         self._pair_index: dict[tuple[Any, Any], Seqs] = {}
         self._index_ok = True
+        self._specs = self._index_specs()
+
+    def _index_specs(self) -> list[tuple[int, dict[Any, Seqs]]]:
+        """``(position, bucket)`` of each single-field index, for inserts."""
+        return [(i, self._index[name]) for name, i in self._indexed]
 
     # ------------------------------------------------------------ figures
     @property
@@ -112,13 +117,15 @@ class MemoryRepo(Repository[ModelT]):
                 self._rebuild()
             store = self._rows
             append = store.append
-            index = self._index
-            specs = [(i, index[name]) for name, i in self._indexed]
+            specs = self._specs
             pairs = self._pair_index
             seq = self._offset + len(store)
+            head_pair = intern_at == (0, 1)
             for row in rows:
-                tup = (get(row),) if single else get(row)
-                if intern_at:
+                tup: tuple[Any, ...] = (get(row),) if single else get(row)
+                if head_pair and type(tup[0]) is str and type(tup[1]) is str:
+                    tup = (intern(tup[0]), intern(tup[1]), *tup[2:])
+                elif intern_at:
                     values = list(tup)
                     for i in intern_at:
                         v = values[i]
@@ -136,7 +143,14 @@ class MemoryRepo(Repository[ModelT]):
                     else:
                         entry.append(seq)  # type: ignore[union-attr]
                 if pair:
-                    _add(pairs, (tup[pair[0]], tup[pair[1]]), seq)
+                    key = (tup[pair[0]], tup[pair[1]])
+                    entry = pairs.get(key)
+                    if entry is None:
+                        pairs[key] = seq
+                    elif type(entry) is int:
+                        pairs[key] = array("q", (entry, seq))
+                    else:
+                        entry.append(seq)  # type: ignore[union-attr]
                 seq += 1
             self._live += len(rows)
             if self.max_size is not None and self._live > self.max_size:
@@ -175,6 +189,7 @@ class MemoryRepo(Repository[ModelT]):
             for seq, row in enumerate(self._rows, start=self._offset):
                 if row is not None:
                     _add(pairs, (row[a], row[b]), seq)
+        self._specs = self._index_specs()
         self._index_ok = True
 
     # -------------------------------------------------------------- reads

@@ -194,28 +194,35 @@ def memory_bytes_per_record(n: int) -> float:
     return (after - before) / n
 
 
-def _kill_child(url: str, counter: Any) -> None:
+def _kill_child(url: str, counter: Any, rate: float) -> None:
     logger = logging.getLogger("bench.kill")
     logger.propagate = False
     logger.setLevel(logging.INFO)
     handler = RepoHandler(SQLRepo(url=url, table="t"))
     logger.addHandler(handler)
     i = 0
+    start = time.perf_counter()
     while True:
         logger.info("r", extra={"task_name": "job", "action": "log", "run_id": str(i)})
         i += 1
         counter.value = i
+        if rate and i % 50 == 0:
+            ahead = i / rate - (time.perf_counter() - start)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
-def sigkill_loss(workdir: Path, runs: int = 5, after_s: float = 2.0) -> list[dict[str, int]]:
-    """Kill a child logging at full speed to SQLite; how many of its records are lost."""
+def sigkill_loss(
+    workdir: Path, runs: int = 5, after_s: float = 2.0, rate: float = 0.0
+) -> list[dict[str, Any]]:
+    """Kill a child logging to SQLite (*rate* records/s, 0: full speed); what is lost."""
     ctx = multiprocessing.get_context("spawn")
     results = []
     for _ in range(runs):
         url = f"sqlite:///{workdir / uuid.uuid4().hex}.db"
         SQLRepo(url=url, table="t").close()
         counter = ctx.Value("q", 0, lock=False)
-        proc = ctx.Process(target=_kill_child, args=(url, counter))
+        proc = ctx.Process(target=_kill_child, args=(url, counter, rate))
         proc.start()
         while counter.value == 0:
             time.sleep(0.01)
@@ -227,7 +234,8 @@ def sigkill_loss(workdir: Path, runs: int = 5, after_s: float = 2.0) -> list[dic
         repo: SQLRepo[Any] = SQLRepo(url=url, table="t")
         stored = len(repo)
         repo.close()
-        results.append({"logged": logged, "stored": stored, "lost": logged - stored})
+        results.append({"rate": rate or "full speed", "logged": logged, "stored": stored,
+                        "lost": logged - stored})
     return results
 
 
@@ -236,7 +244,7 @@ def fmt_rate(x: float) -> str:
     return f"{x / 1000:.1f}k"
 
 
-def tables(results: list[dict[str, Any]], mem: dict[int, float], kills: list[dict[str, int]],
+def tables(results: list[dict[str, Any]], mem: dict[int, float], kills: list[dict[str, Any]],
            machine: str) -> str:
     """The markdown report."""
     lines = [
@@ -275,10 +283,11 @@ def tables(results: list[dict[str, Any]], mem: dict[int, float], kills: list[dic
               "| records | bytes/record |", "|---:|---:|"]
     lines += [f"| {n:,} | {b:.0f} |" for n, b in sorted(mem.items())]
     if kills:
-        lines += ["", "## SIGKILL while logging at full speed to SQLite (defaults: "
+        lines += ["", "## SIGKILL 2 s into logging to SQLite (defaults: "
                   "batch_size=1000, flush_interval=0.2 s)", "",
-                  "| logged | stored | lost |", "|---:|---:|---:|"]
-        lines += [f"| {k['logged']:,} | {k['stored']:,} | {k['lost']:,} |" for k in kills]
+                  "| records/s | logged | stored | lost |", "|---|---:|---:|---:|"]
+        lines += [f"| {k['rate']} | {k['logged']:,} | {k['stored']:,} | {k['lost']:,} |"
+                  for k in kills]
     return "\n".join(lines) + "\n"
 
 
@@ -291,15 +300,16 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     stores = sorted({r["store"] for r in results}, key=STORES.index)
-    for store in stores:
+    for n, store in enumerate(stores):
         rs = [r for r in results if r["store"] == store]
         sizes = [r["size"] for r in rs]
-        axes[0].plot(sizes, [r["e2e_ratio"] for r in rs], marker="o", label=store)
-        axes[1].plot(sizes, [r["emit_ratio"] for r in rs], marker="o", label=store)
-        axes[2].plot(sizes, [r["fail_of_task_ms"] for r in rs], marker="o",
-                     label=f"{store} fail query")
-        axes[2].plot(sizes, [max(r["last_run_ms"], 1e-3) for r in rs], marker="x", linestyle="--",
-                     label=f"{store} .last()")
+        color = f"C{n}"
+        axes[0].plot(sizes, [r["e2e_ratio"] for r in rs], marker="o", color=color, label=store)
+        axes[1].plot(sizes, [r["emit_ratio"] for r in rs], marker="o", color=color, label=store)
+        axes[2].plot(sizes, [r["fail_of_task_ms"] for r in rs], marker="o", color=color,
+                     label=f"{store} fail of one task")
+        axes[2].plot(sizes, [max(r["last_run_ms"], 1e-3) for r in rs], marker="x", color=color,
+                     linestyle="--", label=f"{store} .last()")
     axes[0].set_title("end to end, ratio to FileHandler")
     axes[1].set_title("caller's emit, ratio to FileHandler")
     axes[2].set_title("query latency (ms)")
@@ -324,8 +334,14 @@ def main() -> int:
     ap.add_argument("--pg-url", default=os.environ.get("TASKLOG_BENCH_PG"))
     ap.add_argument("--out", default=str(HERE.parent.parent / "docs"))
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--no-kill", action="store_true", help="skip the SIGKILL measurement")
+    ap.add_argument("--no-kill", action="store_true", help="skip the SIGKILL measurements")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw OUT/benchmarks.png from OUT/benchmarks.json")
     args = ap.parse_args()
+    out = Path(args.out)
+    if args.replot:
+        plot(json.loads((out / "benchmarks.json").read_text())["results"], out / "benchmarks.png")
+        return 0
 
     server = None
     if "postgresql" in args.stores and not args.pg_url:
@@ -349,15 +365,20 @@ def main() -> int:
                 results.append(r)
         mem = {n: memory_bytes_per_record(n) for n in args.sizes if n <= 1_000_000}
         print(json.dumps({"memory_bytes_per_record": mem}), flush=True)
-        kills = [] if args.no_kill else sigkill_loss(workdir)
+        kills = [] if args.no_kill else [
+            *sigkill_loss(workdir, runs=5), *sigkill_loss(workdir, runs=3, rate=10_000),
+            *sigkill_loss(workdir, runs=3, rate=1_000),
+        ]
         print(json.dumps({"sigkill": kills}), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if server is not None:
             server.stop()
-    out = Path(args.out)
     out.mkdir(exist_ok=True)
     report = tables(results, mem, kills, machine)
+    (out / "benchmarks.json").write_text(json.dumps(
+        {"machine": machine, "results": results, "memory_bytes_per_record": mem,
+         "sigkill": kills}, indent=1))
     (out / "benchmarks.md").write_text(report)
     plot(results, out / "benchmarks.png")
     print(report)
