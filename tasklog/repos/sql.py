@@ -132,6 +132,8 @@ def make_engine(url: str | sa.URL, **kwargs: Any) -> Engine:
         engine = sa.create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # a pooled connection may be stale after a server restart: test it when taken
+    kwargs.setdefault("pool_pre_ping", True)
     return sa.create_engine(parsed, **kwargs)
 
 
