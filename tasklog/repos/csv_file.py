@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import operator
 import os
 import tempfile
 import threading
@@ -111,6 +112,13 @@ class CSVFileRepo(Repository[ModelT]):
             raise ValueError(msg)
         self._col = {name: self._header.index(name) for name in self.schema.names}
         self._fields: list[FieldInfo] = [self.schema.fields[n] for n in self.schema.names]
+        names = self.schema.names
+        self._plain: Callable[[Row], Any] | None = None
+        """Row -> cells, when the header is exactly the fields and each is str, int or float."""
+        if tuple(self._header) == names and all(f.kind in _PASS_THROUGH for f in self._fields):
+            self._plain = operator.itemgetter(*names) if len(names) > 1 else (
+                lambda row: (row[names[0]],)
+            )
 
     @property
     def store_key(self) -> tuple[str, str]:
@@ -167,6 +175,10 @@ class CSVFileRepo(Repository[ModelT]):
         ``float`` cell, and None, exactly as :meth:`FieldInfo.encode_text`
         would, so only other values go through it."""
         out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        if self._plain is not None:  # every cell as-is, in file order: done in C
+            writer.writerows(map(self._plain, rows))
+            return out.getvalue()
         width = len(self._header)
         cols = [
             (self._col[info.name], info.name, _PASS_THROUGH.get(info.kind, ()), info.encode_text)
@@ -179,7 +191,7 @@ class CSVFileRepo(Repository[ModelT]):
                 value = row[name]
                 cells[i] = value if value is None or type(value) in plain else encode(value)
             table.append(cells)
-        csv.writer(out, lineterminator="\n").writerows(table)
+        writer.writerows(table)
         return out.getvalue()
 
     def _raw_rows(self, *, locked: bool = False) -> Iterator[list[str]]:
