@@ -3,9 +3,9 @@
 The caller's ``emit`` only turns the :class:`logging.LogRecord` into a dict of
 the model's fields. For stores whose writes have a fixed cost (CSV, SQL) a
 writer thread then validates the records and writes them in batches through
-``Repository.add_many``; other stores are written at once. Failures never
-reach the code that logs: they are counted in :attr:`RepoHandler.counts` and
-reported on stderr once per cause.
+``Repository.insert_rows`` (the batch primitive behind ``add_many``); other
+stores are written at once. Failures never reach the code that logs: they are
+counted in :attr:`RepoHandler.counts` and reported on stderr once per cause.
 """
 
 from __future__ import annotations
@@ -149,7 +149,6 @@ def _fast_plan(model: type[BaseModel]) -> FastPlan | None:
             return None
         plan.append((name, frozenset(allowed), default))
     return plan
-
 
 
 class ActionFilter(logging.Filter):
