@@ -14,7 +14,7 @@ import sys
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Union
 
@@ -28,6 +28,10 @@ _PAIR = ("task_name", "action")
 _COMPACT_MIN = 1024
 
 Seqs = Union[int, "array[int]"]
+
+
+IndexSpec = tuple[Callable[[tuple[Any, ...]], Any], dict[Any, Seqs]]
+"""How an index is kept: the key of a row tuple, and the bucket of key -> seqs."""
 
 
 def _seqs(entry: Seqs) -> Sequence[int]:
@@ -92,9 +96,14 @@ class MemoryRepo(Repository[ModelT]):
         self._index_ok = True
         self._specs = self._index_specs()
 
-    def _index_specs(self) -> list[tuple[int, dict[Any, Seqs]]]:
-        """``(position, bucket)`` of each single-field index, for inserts."""
-        return [(i, self._index[name]) for name, i in self._indexed]
+    def _index_specs(self) -> list[IndexSpec]:
+        """``(key of a row, bucket)`` of every index: each field's, then the pair's."""
+        specs: list[IndexSpec] = [
+            (itemgetter(i), self._index[name]) for name, i in self._indexed
+        ]
+        if self._pair:
+            specs.append((itemgetter(*self._pair), self._pair_index))
+        return specs
 
     # ------------------------------------------------------------ figures
     @property
@@ -111,14 +120,12 @@ class MemoryRepo(Repository[ModelT]):
         single = len(self._names) == 1
         intern_at = self._intern
         intern = sys.intern
-        pair = self._pair
         with self._lock:
             if not self._index_ok:
                 self._rebuild()
             store = self._rows
             append = store.append
             specs = self._specs
-            pairs = self._pair_index
             seq = self._offset + len(store)
             head_pair = intern_at == (0, 1)
             for row in rows:
@@ -133,22 +140,13 @@ class MemoryRepo(Repository[ModelT]):
                             values[i] = intern(v)
                     tup = tuple(values)
                 append(tup)
-                for i, bucket in specs:
-                    key = tup[i]
+                for key_of, bucket in specs:  # _add, inlined: this is the hot path
+                    key = key_of(tup)
                     entry = bucket.get(key)
                     if entry is None:
                         bucket[key] = seq
                     elif type(entry) is int:
                         bucket[key] = array("q", (entry, seq))
-                    else:
-                        entry.append(seq)  # type: ignore[union-attr]
-                if pair:
-                    key = (tup[pair[0]], tup[pair[1]])
-                    entry = pairs.get(key)
-                    if entry is None:
-                        pairs[key] = seq
-                    elif type(entry) is int:
-                        pairs[key] = array("q", (entry, seq))
                     else:
                         entry.append(seq)  # type: ignore[union-attr]
                 seq += 1
@@ -178,18 +176,11 @@ class MemoryRepo(Repository[ModelT]):
     def _rebuild(self) -> None:
         self._index = {name: {} for name, _ in self._indexed}
         self._pair_index = {}
-        for name, i in self._indexed:
-            bucket = self._index[name]
-            for seq, row in enumerate(self._rows, start=self._offset):
-                if row is not None:
-                    _add(bucket, row[i], seq)
-        if self._pair:
-            a, b = self._pair
-            pairs = self._pair_index
-            for seq, row in enumerate(self._rows, start=self._offset):
-                if row is not None:
-                    _add(pairs, (row[a], row[b]), seq)
         self._specs = self._index_specs()
+        for key_of, bucket in self._specs:
+            for seq, row in enumerate(self._rows, start=self._offset):
+                if row is not None:
+                    _add(bucket, key_of(row), seq)
         self._index_ok = True
 
     # -------------------------------------------------------------- reads
