@@ -140,15 +140,8 @@ class MemoryRepo(Repository[ModelT]):
                             values[i] = intern(v)
                     tup = tuple(values)
                 append(tup)
-                for key_of, bucket in specs:  # _add, inlined: this is the hot path
-                    key = key_of(tup)
-                    entry = bucket.get(key)
-                    if entry is None:
-                        bucket[key] = seq
-                    elif type(entry) is int:
-                        bucket[key] = array("q", (entry, seq))
-                    else:
-                        entry.append(seq)  # type: ignore[union-attr]
+                for key_of, bucket in specs:
+                    _add(bucket, key_of(tup), seq)
                 seq += 1
             self._live += len(rows)
             if self.max_size is not None and self._live > self.max_size:
