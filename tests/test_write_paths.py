@@ -121,3 +121,31 @@ def test_csv_count_matches_parsing(tmp_path: Path, text: str) -> None:
     path.write_text(text, newline="")
     repo: CSVFileRepo[Any] = CSVFileRepo(path, model=AB)
     assert len(repo.filter_by().all()) == repo.filter_by().count()
+
+
+class _Typed(BaseModel):
+    task_name: str
+    action: str
+    created: float
+    start: datetime | None = None
+    runtime: timedelta | None = None
+    ok: bool | None = None
+    tags: list[str] | None = None
+
+
+@pytest.mark.parametrize("store", ["memory", "csv", "sqlite", "postgresql"])
+def test_bulk_insert_larger_than_one_statement(make_repo: Any, store: str) -> None:
+    """A batch wider than one SQL statement's bound-variable limit is stored whole,
+    in order, with every column's conversion (datetimes, seconds, booleans, JSON)."""
+    repo = make_repo(store, model=_Typed)
+    when = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    items = [
+        _Typed(task_name=f"t{i % 7}", action="run", created=float(i),
+               start=when + timedelta(seconds=i) if i % 3 else None,
+               runtime=timedelta(seconds=i / 4) if i % 5 else None,
+               ok=bool(i % 2) if i % 11 else None,
+               tags=[str(i)] if i % 13 == 0 else None)
+        for i in range(12_000)  # SQLite: 7 columns, at most 4680 rows per statement
+    ]
+    repo.add_many(items)
+    assert repo.filter_by().all() == items

@@ -13,6 +13,8 @@ import os
 import weakref
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -336,14 +338,14 @@ class SQLRepo(Repository[ModelT]):
         plan = self._insert_plan
         if plan is None:
             plan = self._insert_plan = _InsertPlan(self)
-        params = plan.params(rows)
         with self.engine.begin() as conn:
-            if plan.per_statement > 1:  # SQLite: multi-row VALUES, a few statements per batch
+            if plan.per_statement > 1:  # SQLite: multi-row VALUES, one statement per batch
                 step = plan.per_statement
-                for start in range(0, len(params), step):
-                    chunk = params[start : start + step]
-                    conn.exec_driver_sql(plan.values_sql(len(chunk)), _flatten(chunk))
+                for start in range(0, len(rows), step):
+                    chunk = rows[start : start + step]
+                    conn.exec_driver_sql(plan.values_sql(len(chunk)), plan.flat_params(chunk))
                 return
+            params = plan.params(rows)
             if plan.copy_sql is None:
                 conn.exec_driver_sql(plan.sql, params)
                 return
@@ -631,11 +633,17 @@ class _InsertPlan:
             "pyformat": [f"%({k})s" for k in keys],
         }[style]
         self.sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(marks)})"
-        # sqlite3 releases the GIL around every row's step in executemany, and
-        # getting it back behind a busy logging thread costs a switch interval:
-        # one statement of many rows needs one step. 999 bound variables at
-        # most, the limit of old SQLite builds.
-        self.per_statement = 999 // len(names) if dialect.name == "sqlite" else 1
+        # sqlite3 releases the GIL around every statement's step, and getting
+        # it back behind a busy logging thread costs up to a switch interval:
+        # one statement of many rows per batch needs one step. The number of
+        # bound variables is capped by the SQLite build (999 before 3.32).
+        self.per_statement = (
+            max(1, _sqlite_variable_limit(repo.engine) // len(names))
+            if dialect.name == "sqlite"
+            else 1
+        )
+        self._get = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+        self._procs = [(i, p) for i, p in enumerate(self.processors) if p is not None]
         self._row_marks = f"({', '.join(marks)})"
         self._head = f"INSERT INTO {table} ({cols}) VALUES "
         self._values_sql: dict[int, str] = {}
@@ -644,24 +652,42 @@ class _InsertPlan:
         """A multi-row ``INSERT`` for *n* rows (positional parameters)."""
         sql = self._values_sql.get(n)
         if sql is None:
+            if len(self._values_sql) >= 16:  # batch sizes vary when idle: keep a few
+                self._values_sql.clear()
             sql = self._values_sql[n] = self._head + ", ".join([self._row_marks] * n)
         return sql
 
+    def flat_params(self, rows: list[Row]) -> tuple[Any, ...]:
+        """The bound values of *rows*, one after the other (for :meth:`values_sql`)."""
+        flat = list(chain.from_iterable(map(self._get, rows)))
+        width = len(self.names)
+        for i, proc in self._procs:
+            flat[i::width] = map(proc, flat[i::width])
+        return tuple(flat)
+
     def params(self, rows: list[Row]) -> list[Any]:
         """One tuple (or dict, for named parameter styles) of bound values per row."""
-        names = self.names
-        procs = [(i, p) for i, p in enumerate(self.processors) if p is not None]
+        get = self._get
+        if not self._procs and not self.named:
+            return list(map(get, rows))
         out: list[Any] = []
         for row in rows:
-            values = [row[n] for n in names]
-            for i, proc in procs:
+            values = list(get(row))
+            for i, proc in self._procs:
                 values[i] = proc(values[i])
             out.append(dict(zip(self.keys, values, strict=True)) if self.named else tuple(values))
         return out
 
 
-def _flatten(chunk: list[Any]) -> tuple[Any, ...]:
-    return tuple(value for values in chunk for value in values)
+def _sqlite_variable_limit(engine: Engine) -> int:
+    """Most bound variables one statement may have on *engine*'s SQLite build."""
+    with engine.connect() as conn:
+        dbapi_conn: Any = conn.connection.dbapi_connection
+        getlimit = getattr(dbapi_conn, "getlimit", None)  # Python 3.11+
+        if getlimit is not None:
+            return int(getlimit(9))  # SQLITE_LIMIT_VARIABLE_NUMBER
+    version = getattr(engine.dialect.loaded_dbapi, "sqlite_version_info", (0,))
+    return 32766 if version >= (3, 32) else 999
 
 
 _after_fork: weakref.WeakSet[SQLRepo[Any]] = weakref.WeakSet()

@@ -10,6 +10,7 @@ benchmark ../shared/bench/logbench.py for FileHandler and each tasklog store,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,10 @@ sys.path.insert(0, str(HERE.parent))
 from _postgres import PostgresServer  # noqa: E402
 
 PY = sys.executable
-BENCH = str(HERE.parents[3] / "shared" / "bench" / "logbench.py")  # ../shared beside the repo
+# ../shared/bench beside the repository, or wherever TASKLOG_LOGBENCH points
+BENCH = os.environ.get(
+    "TASKLOG_LOGBENCH", str(HERE.parents[2] / "shared" / "bench" / "logbench.py")
+)
 CONFIGS = [("stdlib", "file"), ("tasklog", "memory"), ("tasklog", "csv"),
            ("tasklog", "sqlite"), ("tasklog", "postgresql")]
 
