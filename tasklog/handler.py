@@ -36,7 +36,7 @@ from .schema import normalize
 __all__ = ["ActionFilter", "RepoHandler", "resolve_model"]
 
 ErrorPolicy = Literal["warn", "ignore", "raise"]
-Mode = Literal["auto", "background", "sync"]
+Mode = Literal["auto", "background", "buffer", "sync"]
 Overflow = Literal["block", "drop"]
 
 _MISSING = object()
@@ -98,6 +98,16 @@ _SAFE_CONFIG = frozenset({
 """Model settings that cannot change what validating an exact-typed value returns."""
 
 FastPlan = list[tuple[str, frozenset[type], Any]]
+
+
+class _Unchecked(dict[str, Any]):
+    """A record's field values that only ``model_validate`` can turn into a row.
+
+    Queued items are either stored rows (plain dicts, checked in ``emit``) or
+    these, which the writer validates.
+    """
+
+    __slots__ = ()
 
 
 def _fast_plan(model: type[BaseModel]) -> FastPlan | None:
@@ -182,8 +192,11 @@ class RepoHandler(logging.Handler):
             ``"warn"`` reports each cause once on stderr, ``"ignore"`` only
             counts, ``"raise"`` raises from ``emit`` (for tests).
         mode: ``"background"`` writes batches from a writer thread, ``"sync"``
-            writes each record before ``emit`` returns, ``"auto"`` picks
-            background for stores that prefer batches (CSV, SQL).
+            writes each record before ``emit`` returns, ``"buffer"`` collects
+            up to *batch_size* records and writes them from the logging call
+            (or from a read of the store, whichever comes first). ``"auto"``
+            picks background for stores that prefer batches (CSV, SQL) and
+            buffer for stores only this process can read (memory).
         batch_size: most records per write.
         flush_interval: longest time (s) a record waits in the queue.
         max_queue: most records waiting to be written; beyond it *overflow* applies.
@@ -230,8 +243,8 @@ class RepoHandler(logging.Handler):
         if errors not in ("warn", "ignore", "raise"):
             msg = f"errors must be 'warn', 'ignore' or 'raise', not {errors!r}."
             raise ValueError(msg)
-        if mode not in ("auto", "background", "sync"):
-            msg = f"mode must be 'auto', 'background' or 'sync', not {mode!r}."
+        if mode not in ("auto", "background", "buffer", "sync"):
+            msg = f"mode must be 'auto', 'background', 'buffer' or 'sync', not {mode!r}."
             raise ValueError(msg)
         if overflow not in ("block", "drop"):
             msg = f"overflow must be 'block' or 'drop', not {overflow!r}."
@@ -254,6 +267,12 @@ class RepoHandler(logging.Handler):
         self.model: type[BaseModel] = resolved or repo.model
         self.errors: ErrorPolicy = errors
         self.background = mode == "background" or (mode == "auto" and repo.prefers_batches)
+        self.buffered = mode == "buffer" or (
+            mode == "auto" and not self.background and repo.process_local
+        )
+        self._buffer: list[dict[str, Any]] = []
+        """Rows a buffered handler holds; stored by :meth:`flush`, or by a
+        finalizer should the handler be dropped without being closed."""
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_queue = max_queue
@@ -267,16 +286,25 @@ class RepoHandler(logging.Handler):
         self._schema = repo.schema
         self._same_model = self.model is repo.model
         self._fast = _fast_plan(self.model) if self._same_model else None
-        self._has_datetimes = any(
-            datetime in allowed for _, allowed, _ in self._fast or ()
+        self._fused = (
+            None
+            if self._fast is None
+            else [(name, _SPECIAL.get(name), allowed, default)
+                  for name, allowed, default in self._fast]
         )
+        self._datetimes = [
+            name for name, allowed, _ in self._fast or () if datetime in allowed
+        ]
         self._reported: set[str] = set()
         self._stored = self._invalid = self._dropped = self._retries = 0
         self._init_writer_state()
-        if self.background:
+        if self.background or self.buffered:
             repo.add_before_read(self.flush)
-            if handle_sigterm:
-                _install_sigterm()
+        if self.background and handle_sigterm:
+            _install_sigterm()
+        self._finalizer = (
+            weakref.finalize(self, _store_orphans, repo, self._buffer) if self.buffered else None
+        )
         _handlers.add(self)
 
     def _init_writer_state(self) -> None:
@@ -299,13 +327,16 @@ class RepoHandler(logging.Handler):
 
         ``pending`` is what a SIGKILL now would lose: records accepted but not
         yet stored (or given up), i.e. ``queued`` plus the batch being written.
+        A buffered handler first writes its buffer, as a read of its store would.
         """
+        if self.buffered and self._buffer:
+            self.flush()
         return {
             "stored": self._stored,
             "invalid": self._invalid,
             "dropped": self._dropped,
-            "queued": len(self._queue),
-            "pending": self._accepted - self._done if self.background else 0,
+            "queued": len(self._queue) + len(self._buffer),
+            "pending": self._accepted - self._done if self.background else len(self._buffer),
             "retries": self._retries,
         }
 
@@ -328,21 +359,21 @@ class RepoHandler(logging.Handler):
         if self._closing or getattr(_local, "busy", False):
             return
         try:
-            data = self.to_data(record)
-            if self.errors == "raise" and self._row(data) is None:
+            data = self._prepare(record)
+            if self.errors == "raise" and type(data) is _Unchecked:
                 self.model.model_validate(data)
             if self.background:
                 self._enqueue(data)
+            elif self.buffered:
+                self._hold(data)
+            elif type(data) is _Unchecked:
+                self._write([data])
             else:
-                row = self._row(data)
-                if row is None:
-                    self._write([data])
-                else:
-                    _local.busy = True
-                    try:
-                        self._store([row])
-                    finally:
-                        _local.busy = False
+                _local.busy = True
+                try:
+                    self._store([data])
+                finally:
+                    _local.busy = False
         except ValidationError:
             if self.errors == "raise":
                 raise
@@ -354,6 +385,33 @@ class RepoHandler(logging.Handler):
                 raise
             self._dropped += 1
             self._report(f"emit:{type(exc).__name__}", f"a record could not be handled: {exc!r}")
+
+    def _hold(self, data: dict[str, Any]) -> None:
+        """Buffer mode: keep the row; write the buffer once it holds a batch."""
+        if type(data) is _Unchecked:
+            rows = self._rows([data])
+            if not rows:
+                return
+            data = rows[0]
+        buffer = self._buffer
+        buffer.append(data)
+        if len(buffer) >= self.batch_size:
+            self._write_buffer()
+
+    def _write_buffer(self) -> None:
+        self.acquire()  # emit holds it already; a reader's flush waits for emit
+        try:
+            rows = self._buffer[:]
+            self._buffer.clear()
+            if rows:
+                prior = getattr(_local, "busy", False)
+                _local.busy = True
+                try:
+                    self._store(rows)
+                finally:
+                    _local.busy = prior
+        finally:
+            self.release()
 
     def _enqueue(self, data: dict[str, Any]) -> None:
         if self._writer is None:
@@ -411,37 +469,40 @@ class RepoHandler(logging.Handler):
         return True
 
     # -------------------------------------------------------------- writing
-    def _row(self, data: dict[str, Any]) -> dict[str, Any] | None:
-        """*data* as a stored row when every value has exactly its field's type, else None.
+    def _prepare(self, record: logging.LogRecord) -> dict[str, Any]:
+        """*record* as a stored row, or as :class:`_Unchecked` values to validate.
 
-        In place: missing optional fields get their default, datetimes become UTC.
+        A row (a plain dict) is made in one pass when every value has exactly
+        its field's type (see :func:`_fast_plan`): missing optional fields get
+        their default and datetimes become UTC, as validation would do.
         """
-        plan = self._fast
-        if plan is None:
-            return None
-        for name, allowed, default in plan:
-            value = data.get(name, _MISSING)
-            if value is _MISSING:
-                if default is _MISSING:
-                    return None
-                data[name] = default
-            elif type(value) not in allowed:
-                return None
-        if self._has_datetimes:
-            for name, value in data.items():
-                if type(value) is datetime:
-                    data[name] = normalize(value)
-        return data
+        fused = self._fused
+        if fused is not None:
+            values = record.__dict__
+            row: dict[str, Any] = {}
+            for name, special, allowed, default in fused:
+                value = values.get(name, _MISSING) if special is None else special(self, record)
+                if value is _MISSING:
+                    if default is _MISSING:
+                        break
+                    value = default
+                elif type(value) not in allowed:
+                    break
+                row[name] = value
+            else:
+                for name in self._datetimes:
+                    if row[name] is not None:
+                        row[name] = normalize(row[name])
+                return row
+        return _Unchecked(self.to_data(record))
 
     def _rows(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Validate *items* into stored rows; count and report the invalid ones."""
+        """Validate the :class:`_Unchecked` *items* into rows; count and report the invalid ones."""
         rows = []
-        fast = self._row
         row_of = self._schema.row
         for data in items:
-            row = fast(data)
-            if row is not None:
-                rows.append(row)
+            if type(data) is not _Unchecked:
+                rows.append(data)
                 continue
             try:
                 item = self.model.model_validate(data)
@@ -569,6 +630,9 @@ class RepoHandler(logging.Handler):
     # --------------------------------------------------------- flush & close
     def flush(self) -> None:
         """Return once every record accepted so far is stored (or given up)."""
+        if self.buffered:
+            self._write_buffer()
+            return
         if not self.background or self._writer is None:
             return
         if threading.current_thread() is self._writer:
@@ -623,7 +687,11 @@ class RepoHandler(logging.Handler):
             if left:
                 self._queue.clear()
                 self._drop(left, "the handler was closed before they could be stored")
-            if self.background:
+            if self.buffered:
+                self._write_buffer()
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            if self.background or self.buffered:
                 self.repo.remove_before_read(self.flush)
             _handlers.discard(self)
             if self._owns_repo:
@@ -666,6 +734,14 @@ def _writer_main(ref: weakref.ref[RepoHandler]) -> None:
         except Exception as exc:  # a bug must not stop the writer silently
             handler._report("writer", f"the writer thread hit an error: {exc!r}")
         del handler
+
+
+def _store_orphans(repo: Repository[Any], rows: list[dict[str, Any]]) -> None:
+    """Store what a buffered handler held when it was dropped without being closed."""
+    if rows:
+        with contextlib.suppress(Exception):  # at exit or in a finalizer: nothing to tell
+            repo.insert_rows(rows[:])
+        rows.clear()
 
 
 _handlers: weakref.WeakSet[RepoHandler] = weakref.WeakSet()

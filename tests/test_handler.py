@@ -246,7 +246,7 @@ class TestErrors:
             "disk is on fire" in capsys.readouterr().err,
         )
 
-    @pytest.mark.parametrize("mode", ["sync", "background"])
+    @pytest.mark.parametrize("mode", ["sync", "buffer", "background"])
     def test_warn_in_background(self, mode: str, capsys: pytest.CaptureFixture[str]) -> None:
         """Invalid records are counted and reported once in both write modes."""
         handler = RepoHandler(MemoryRepo(), mode=mode)  # type: ignore[arg-type]
@@ -257,7 +257,7 @@ class TestErrors:
         lines = [ln for ln in capsys.readouterr().err.splitlines() if "task_name" in ln]
         assert (1, 4) == (len(lines), handler.counts["invalid"])
 
-    @pytest.mark.parametrize("mode", ["sync", "background"])
+    @pytest.mark.parametrize("mode", ["sync", "buffer", "background"])
     def test_transient_outage_is_retried(self, mode: str) -> None:
         """Records written while the store is briefly unreachable are retried, not lost."""
         repo = FlakyRepo()
@@ -365,6 +365,112 @@ class TestReadsSeeWrites:
         logger.removeHandler(handler)
         handler.close()
         assert (25, 25) == (handler.counts["stored"], len(CSVFileRepo(path)))
+
+
+class BatchSpy(MemoryRepo[Any]):
+    """A memory store that remembers the size of each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Note the batch, then store it."""
+        self.batches.append(len(rows))
+        super().insert_rows(rows)
+
+
+class TestBufferMode:
+    """mode="buffer" (the default for memory): batches written by the logging
+    calls themselves, and every read of the store sees them first."""
+
+    def test_memory_store_is_buffered_by_default(self) -> None:
+        """A memory store gets buffer mode; CSV and SQL stores the writer thread."""
+        memory = RepoHandler(MemoryRepo())
+        sql = RepoHandler("sqlite://")
+        assert ((True, False), (False, True)) == (
+            (memory.buffered, memory.background), (sql.buffered, sql.background)
+        )
+        memory.close()
+        sql.close()
+
+    def test_batches_and_reads(self) -> None:
+        """Full batches are written as they fill; a read writes the rest first."""
+        repo = BatchSpy()
+        handler = RepoHandler(repo, batch_size=10)
+        logger = _logger("t.buffer.batches", handler)
+        for i in range(25):
+            logger.info("x", extra=_task(run_id=str(i)))
+        written = list(repo.batches)
+        seen = [r.run_id for r in repo.filter_by(task_name="job")]
+        assert ([10, 10], [10, 10, 5], [str(i) for i in range(25)], 25) == (
+            written, repo.batches, seen, handler.counts["stored"]
+        )
+
+    @pytest.mark.parametrize(
+        "read",
+        [len, lambda r: r.filter_by().count(), lambda r: len(r.filter_by(action="log").all()),
+         lambda r: r.filter_by().last() and 3, lambda r: round(r.utilization * 10)],
+    )
+    def test_every_read_sees_buffered_records(self, read: Any) -> None:
+        """Counting, querying, .last() and utilization all see records still buffered."""
+        repo = MemoryRepo(max_size=10)
+        logger = _logger("t.buffer.reads", RepoHandler(repo))
+        for _ in range(3):
+            logger.info("x", extra=_task())
+        assert read(repo) == 3
+
+    def test_dropped_handler_stores_its_buffer(self) -> None:
+        """A handler dropped without close() still stores what it held."""
+        import gc
+
+        repo = MemoryRepo()
+        handler = RepoHandler(repo)
+        logger = _logger("t.buffer.dropped", handler)
+        logger.info("x", extra=_task())
+        logger.removeHandler(handler)
+        del handler
+        gc.collect()
+        assert [r.task_name for r in repo] == ["job"]
+
+    def test_close_writes_the_buffer(self, tmp_path: Path) -> None:
+        """mode="buffer" works on any store; close() writes what is held."""
+        url = f"csv://{tmp_path / 'b.csv'}"
+        handler = RepoHandler(url, mode="buffer")
+        logger = _logger("t.buffer.close", handler)
+        for i in range(5):
+            logger.info("x", extra=_task(run_id=str(i)))
+        handler.close()
+        assert [str(i) for i in range(5)] == [r.run_id for r in open_repo(url)]
+
+    def test_readers_and_writers_in_threads(self) -> None:
+        """Threads logging while others read lose nothing and never deadlock."""
+        repo = MemoryRepo()
+        handler = RepoHandler(repo, batch_size=7)
+        logger = _logger("t.buffer.threads", handler)
+        done = threading.Event()
+        seen: list[int] = []
+
+        def write(n: int) -> None:
+            for i in range(300):
+                logger.info("x", extra=_task(run_id=f"{n}-{i}"))
+
+        def read() -> None:
+            while not done.is_set():
+                seen.append(repo.filter_by(task_name="job").count())
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for t in readers + writers:
+            t.start()
+        for t in writers:
+            t.join(60)
+        done.set()
+        for t in readers:
+            t.join(60)
+        assert (1200, sorted(seen), False) == (
+            len({r.run_id for r in repo}), seen, any(t.is_alive() for t in readers + writers)
+        )
 
 
 class TestConcurrency:

@@ -89,6 +89,7 @@ def test_handler_stores_what_add_many_stores(model: type[BaseModel], extra: dict
     record.__dict__.update(extra)
     data = dict(handler.to_data(record))
     handler.emit(record)
+    handler.flush()
     added: MemoryRepo[Any] = MemoryRepo(model=model)
     with contextlib.suppress(ValueError):
         added.add_many([data])

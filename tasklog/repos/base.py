@@ -137,6 +137,12 @@ def summarize_runs(
     return rows
 
 
+def _target(hook: Callable[[], object]) -> Callable[[], object] | None:
+    """The callable a registered hook stands for (None once its object is gone)."""
+    weak = getattr(hook, "__weak__", None)
+    return hook if weak is None else weak()
+
+
 class Repository(ABC, Generic[ModelT]):
     """A store of task records with the tasklog query API.
 
@@ -149,6 +155,10 @@ class Repository(ABC, Generic[ModelT]):
     prefers_batches: ClassVar[bool] = False
     """Whether each write has a fixed cost (a file open, a transaction), so
     that a handler should collect records and write them in batches."""
+
+    process_local: ClassVar[bool] = False
+    """Whether only this process can read the store (it lives in its memory),
+    so that a handler may hold records until this process reads them."""
 
     def __init__(self, model: type[ModelT] | None = None, *, id_field: str | None = None) -> None:
         self.model: type[ModelT] = model or MinimalRunRecord  # type: ignore[assignment]
@@ -281,17 +291,19 @@ class Repository(ABC, Generic[ModelT]):
                 method = weak()
                 return method() if method is not None else None
 
-            ref.__wrapped__ = hook  # type: ignore[attr-defined]
+            ref.__weak__ = weak  # type: ignore[attr-defined]
         else:
             ref = hook
         with _hooks_lock:
-            _before_read.setdefault(self.store_key, []).append(ref)
+            key = self.store_key
+            live = [h for h in _before_read.get(key, []) if _target(h) is not None]
+            _before_read[key] = [*live, ref]
 
     def remove_before_read(self, hook: Callable[[], object]) -> None:
         """Unregister a hook added with :meth:`add_before_read`."""
         with _hooks_lock:
             key = self.store_key
-            left = [h for h in _before_read.get(key, []) if getattr(h, "__wrapped__", h) != hook]
+            left = [h for h in _before_read.get(key, []) if _target(h) not in (None, hook)]
             if left:
                 _before_read[key] = left
             else:

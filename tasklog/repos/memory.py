@@ -1,11 +1,13 @@
 """``MemoryRepo``: records in this process's memory, optionally as a ring buffer.
 
 Records are kept as compact tuples (models are built when read) and the fields
-queries hit most — ``task_name``, ``action``, ``run_id``, and the pair
-``(task_name, action)`` — are indexed, so an equality query does not scan every
-record. An index maps a value to the sequence numbers of its records: a plain
-``int`` while there is one, an ``array('q')`` from the second on (most run ids
-have few records). ``task_name`` and ``action`` strings are interned.
+queries hit most — ``task_name``, ``action`` and ``run_id`` — are indexed, so
+an equality query does not scan every record. An index maps a value to the
+sequence numbers of its records: a plain ``int`` while there is one, an
+``array('q')`` from the second on (most run ids have few records). When a model
+has both ``task_name`` and ``action``, one index of the pair serves both fields
+(a task's records are the merged buckets of its pairs), so a write updates two
+indexes, not four. ``task_name`` and ``action`` strings are interned.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Union
 
@@ -26,6 +29,7 @@ __all__ = ["MemoryRepo"]
 _INDEXED = ("task_name", "action", "run_id")
 _PAIR = ("task_name", "action")
 _COMPACT_MIN = 1024
+_MISSING = object()
 
 Seqs = Union[int, "array[int]"]
 
@@ -38,16 +42,6 @@ def _seqs(entry: Seqs) -> Sequence[int]:
     return (entry,) if type(entry) is int else entry  # type: ignore[return-value]
 
 
-def _add(bucket: dict[Any, Seqs], key: Any, seq: int) -> None:
-    entry = bucket.get(key)
-    if entry is None:
-        bucket[key] = seq
-    elif type(entry) is int:
-        bucket[key] = array("q", (entry, seq))
-    else:
-        entry.append(seq)  # type: ignore[union-attr]
-
-
 class MemoryRepo(Repository[ModelT]):
     """An in-process store.
 
@@ -57,6 +51,8 @@ class MemoryRepo(Repository[ModelT]):
             ring buffer); None keeps everything.
         id_field: see :class:`~tasklog.repos.base.Repository`.
     """
+
+    process_local = True
 
     def __init__(
         self,
@@ -72,16 +68,20 @@ class MemoryRepo(Repository[ModelT]):
         self.max_size = max_size
         self._names = self.schema.names
         self._pos = {name: i for i, name in enumerate(self._names)}
+        has_pair = all(n in self._pos for n in _PAIR)
+        self._pair = tuple(self._pos[n] for n in _PAIR) if has_pair else ()
         self._indexed = tuple(
-            (name, self._pos[name]) for name in _INDEXED if name in self._pos
+            (name, self._pos[name])
+            for name in _INDEXED
+            if name in self._pos
+            and self.schema.fields[name].kind != "json"  # unhashable values
+            and not (has_pair and name in _PAIR)
         )
         self._intern = tuple(
             self._pos[name]
             for name in _PAIR
             if name in self._pos and self.schema.fields[name].kind == "str"
         )
-        has_pair = all(n in self._pos for n in _PAIR)
-        self._pair = tuple(self._pos[n] for n in _PAIR) if has_pair else ()
         self._get = itemgetter(*self._names)
         self._lock = threading.RLock()
         self._clear()
@@ -93,6 +93,8 @@ class MemoryRepo(Repository[ModelT]):
         self._live = 0
         self._index: dict[str, dict[Any, Seqs]] = {name: {} for name, _ in self._indexed}
         self._pair_index: dict[tuple[Any, Any], Seqs] = {}
+        self._pair_keys: tuple[dict[Any, list[Any]], ...] = ({}, {})
+        """Per part of the pair (task_name, action): value -> the pair keys holding it."""
         self._index_ok = True
         self._specs = self._index_specs()
 
@@ -111,6 +113,7 @@ class MemoryRepo(Repository[ModelT]):
         """Share of ``max_size`` in use (0-1), or None when unbounded."""
         if self.max_size is None:
             return None
+        self.sync()
         return self._live / self.max_size
 
     # ------------------------------------------------------------- writes
@@ -124,10 +127,10 @@ class MemoryRepo(Repository[ModelT]):
             if not self._index_ok:
                 self._rebuild()
             store = self._rows
-            append = store.append
-            specs = self._specs
-            seq = self._offset + len(store)
+            start = self._offset + len(store)
             head_pair = intern_at == (0, 1)
+            added: list[tuple[Any, ...]] = []
+            append = added.append
             for row in rows:
                 tup: tuple[Any, ...] = (get(row),) if single else get(row)
                 if head_pair and type(tup[0]) is str and type(tup[1]) is str:
@@ -140,9 +143,8 @@ class MemoryRepo(Repository[ModelT]):
                             values[i] = intern(v)
                     tup = tuple(values)
                 append(tup)
-                for key_of, bucket in specs:
-                    _add(bucket, key_of(tup), seq)
-                seq += 1
+            store.extend(added)
+            self._index_rows(range(start, start + len(added)), added)
             self._live += len(rows)
             if self.max_size is not None and self._live > self.max_size:
                 self._evict(self._live - self.max_size)
@@ -166,15 +168,37 @@ class MemoryRepo(Repository[ModelT]):
         self._head = 0
         self._rebuild()
 
+    def _new_pair(self, key: tuple[Any, Any]) -> None:
+        for part, value in zip(self._pair_keys, key, strict=True):
+            part.setdefault(value, []).append(key)
+
     def _rebuild(self) -> None:
         self._index = {name: {} for name, _ in self._indexed}
         self._pair_index = {}
+        self._pair_keys = ({}, {})
         self._specs = self._index_specs()
-        for key_of, bucket in self._specs:
-            for seq, row in enumerate(self._rows, start=self._offset):
-                if row is not None:
-                    _add(bucket, key_of(row), seq)
         self._index_ok = True
+        numbered = enumerate(self._rows, start=self._offset)
+        live = [(seq, row) for seq, row in numbered if row is not None]
+        if live:
+            seqs, rows = zip(*live, strict=True)
+            self._index_rows(seqs, rows)
+
+    def _index_rows(self, seqs: Sequence[int], rows: Sequence[tuple[Any, ...]]) -> None:
+        """Add *rows*, numbered *seqs*, to every index (the write path: kept inline)."""
+        pair_index = self._pair_index
+        for key_of, bucket in self._specs:
+            for seq, row in zip(seqs, rows, strict=True):
+                key = key_of(row)
+                entry = bucket.get(key)
+                if entry is None:
+                    bucket[key] = seq
+                    if bucket is pair_index:
+                        self._new_pair(key)
+                elif type(entry) is int:
+                    bucket[key] = array("q", (entry, seq))
+                else:
+                    entry.append(seq)  # type: ignore[union-attr]
 
     # -------------------------------------------------------------- reads
     def _snapshot(
@@ -194,25 +218,48 @@ class MemoryRepo(Repository[ModelT]):
             end = len(store)
             equal = {name: op.value for name, op in query.conditions if type(op) is Equal}
             best: Sequence[int] | None = None
-            lookups: list[tuple[dict[Any, Seqs], Any]] = [
-                (self._index[name], value) for name, value in equal.items() if name in self._index
-            ]
-            if self._pair and all(name in equal for name in _PAIR):
-                lookups.insert(0, (self._pair_index, tuple(equal[name] for name in _PAIR)))
-            for bucket, key in lookups:
-                try:
-                    entry = bucket.get(key)
-                except TypeError:  # an unhashable literal: no index can hold it
+            for parts in self._lookups(equal):
+                if parts is None:  # an unhashable literal: no index can hold it
                     continue
-                if entry is None:
+                size = sum(len(_seqs(p)) for p in parts)
+                if best is not None and size >= len(best):
+                    continue
+                if not parts:
                     return store, offset, head, end, ()
-                seqs = _seqs(entry)
-                if best is None or len(seqs) < len(best):
-                    best = seqs
+                if len(parts) == 1:
+                    best = _seqs(parts[0])
+                else:  # several pairs of one task (or action): merge their sorted runs
+                    best = sorted(chain.from_iterable(_seqs(p) for p in parts))
             if best is None:
                 return store, offset, head, end, None
             first = bisect_left(best, offset + head)
             return store, offset, head, end, best[first:]
+
+    def _lookups(self, equal: dict[str, Any]) -> Iterator[list[Seqs] | None]:
+        """For each index that serves *equal*, the buckets holding its matches."""
+        pair = self._pair_index
+        if self._pair:
+            values = [equal.get(name, _MISSING) for name in _PAIR]
+            if all(value is not _MISSING for value in values):
+                yield self._buckets(pair, [tuple(values)])
+            else:
+                for part, value in zip(self._pair_keys, values, strict=True):
+                    if value is not _MISSING:
+                        try:
+                            yield [pair[key] for key in part.get(value, ())]
+                        except TypeError:
+                            yield None
+        for name, value in equal.items():
+            index = self._index.get(name)
+            if index is not None:
+                yield self._buckets(index, [value])
+
+    @staticmethod
+    def _buckets(index: dict[Any, Seqs], keys: list[Any]) -> list[Seqs] | None:
+        try:
+            return [index[key] for key in keys if key in index]
+        except TypeError:
+            return None
 
     def _scan(self, query: Query, reverse: bool = False) -> Iterator[tuple[int, tuple[Any, ...]]]:
         """Matching live ``(seq, row)`` pairs, lazily, in (reversed) insertion order."""
@@ -294,7 +341,8 @@ class MemoryRepo(Repository[ModelT]):
                 for i, value in changes:
                     new[i] = value
                 self._rows[seq - offset] = tuple(new)
-            if found and any(name in self._index for name in values):
+            indexed = {*self._index, *(_PAIR if self._pair else ())}
+            if found and any(name in indexed for name in values):
                 self._index_ok = False
             return len(found)
 

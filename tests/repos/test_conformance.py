@@ -690,6 +690,48 @@ class TestMemoryRepo:
         with pytest.raises(ValueError, match="max_size"):
             MemoryRepo(max_size=0)
 
+    @pytest.mark.parametrize("max_size", [None, 150])
+    def test_indexes_agree_with_a_scan(self, max_size: int | None) -> None:
+        """Equality queries answered from the indexes (a task's or an action's
+        records merged from the pair index) match a full scan through adds,
+        deletes, updates of indexed fields and ring-buffer evictions."""
+        import random
+
+        rnd = random.Random(7)
+        repo = MemoryRepo(max_size=max_size)
+        tasks, actions = ["a", "b", "c", "d"], ["run", "success", "fail", "log"]
+
+        def check() -> None:
+            every = repo.filter_by().all()
+            for field, values in (("task_name", tasks), ("action", actions),
+                                  ("run_id", ["r0", "r1", "r2", None])):
+                for value in values:
+                    want = [r for r in every if getattr(r, field) == value]
+                    assert want == repo.filter_by(**{field: value}).all(), (field, value)
+                    assert len(want) == repo.filter_by(**{field: value}).count()
+            for task in tasks:
+                for action in actions:
+                    want = [r for r in every if (r.task_name, r.action) == (task, action)]
+                    assert want == repo.filter_by(task_name=task, action=action).all()
+                    assert want[-1:] == [
+                        r for r in [repo.filter_by(task_name=task, action=action).last()] if r
+                    ]
+
+        for step in range(12):
+            repo.add_many([
+                {"task_name": rnd.choice(tasks[:3]), "action": rnd.choice(actions),
+                 "created": float(step * 100 + i), "run_id": rnd.choice(["r0", "r1", "r2", None])}
+                for i in range(rnd.randint(1, 80))
+            ])
+            check()
+            if step % 3 == 1:
+                repo.filter_by(task_name=rnd.choice(tasks), action=rnd.choice(actions)).delete()
+            elif step % 3 == 2:
+                repo.filter_by(run_id=rnd.choice(["r0", "r1"])).update(
+                    task_name="d", action=rnd.choice(actions)
+                )
+            check()
+
 
 class TestCSVFileRepo:
     """CSVFileRepo specifics: quoting, empty cells, hand-written files."""
