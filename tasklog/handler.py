@@ -285,6 +285,7 @@ class RepoHandler(logging.Handler):
         self._plan = [(name, _SPECIAL.get(name)) for name in self.model.model_fields]
         self._schema = repo.schema
         self._same_model = self.model is repo.model
+        self._caller_writes = repo.writes_in_caller
         self._fast = _fast_plan(self.model) if self._same_model else None
         self._fused = (
             None
@@ -317,6 +318,8 @@ class RepoHandler(logging.Handler):
         self._deadline = float("inf")
         self._wake = False
         self._signalled = False  # the writer was told a full batch waits
+        self._write_lock = threading.Lock()  # held while taking and writing a batch: keeps order
+        self._caller_writing: int | None = None  # the thread writing a batch from emit
         self._failing = False  # the last write failed and is being retried
         self._pacing = False  # a logging call waits for the writer to catch up
 
@@ -428,12 +431,56 @@ class RepoHandler(logging.Handler):
         queue.append(data)
         self._accepted += 1
         n = len(queue)
-        if n >= self.batch_size and not self._signalled:
-            self._signalled = True
-            with self._cv:
-                self._cv.notify_all()
+        if n >= self.batch_size:
+            if (
+                self._caller_writes
+                and not self._failing
+                and self._write_lock.acquire(blocking=False)
+            ):
+                self._write_from_caller()
+                return
+            if not self._signalled:
+                self._signalled = True
+                with self._cv:
+                    self._cv.notify_all()
         if n >= self._backlog and not self._failing and self._writer_alive():
             self._pace()
+
+    def _write_from_caller(self) -> None:
+        """Write the queue's oldest batch from this logging call (``_write_lock`` held).
+
+        For stores whose batch write is quick work under the GIL (a CSV
+        append), handing each batch to the writer thread costs more than the
+        write. A failing or refused batch goes back to the head of the queue
+        for the writer thread, which retries and isolates bad records, so the
+        logging call never waits for an unreachable store.
+        """
+        self._caller_writing = threading.get_ident()
+        batch: list[dict[str, Any]] = []
+        left: list[dict[str, Any]] = []  # what goes back to the queue unless stored
+        try:
+            batch = left = self._take()
+            prior = getattr(_local, "busy", False)
+            _local.busy = True
+            try:
+                left = self._rows(batch)  # the invalid ones are done with
+                if left:
+                    self.repo.insert_rows(left)
+                    self._stored += len(left)
+                left = []
+            except Exception:  # the writer thread retries, isolates and reports it
+                self._failing = True
+            finally:
+                _local.busy = prior
+        finally:  # an exception (KeyboardInterrupt) requeues what was not stored
+            with self._cv:
+                self._queue.extendleft(reversed(left))
+                self._done += len(batch) - len(left)
+                self._cv.notify_all()
+            self._caller_writing = None
+            self._write_lock.release()
+            if _sigterm_deferred:
+                _on_sigterm(signal.SIGTERM, None)
 
     def _pace(self) -> None:
         """Wait (at most block_timeout) while the writer, storing fine, is far behind.
@@ -598,21 +645,25 @@ class RepoHandler(logging.Handler):
             self._writer = thread
         thread.start()
 
-    def _next_batch(self) -> list[dict[str, Any]] | None:
-        """Wait for work; return the next batch, or None when closed and drained."""
+    def _await_work(self) -> bool:
+        """Wait until a batch is due; False when closed and drained."""
         with self._cv:
             started = None
             while True:
                 n = len(self._queue)
                 if n >= self.batch_size or (n and (self._closing or self._wake)):
-                    break
+                    return True
                 if n and started is not None and time.monotonic() - started >= self.flush_interval:
-                    break
+                    return True
                 if not n and self._closing:
-                    return None
+                    return False
                 if n and started is None:
                     started = time.monotonic()
                 self._cv.wait(self.flush_interval if n else 1.0)
+
+    def _take(self) -> list[dict[str, Any]]:
+        """Pop the oldest batch (the caller holds ``_write_lock``)."""
+        with self._cv:
             self._wake = False
             queue = self._queue
             take = min(len(queue), self.batch_size)
@@ -724,13 +775,14 @@ def _writer_main(ref: weakref.ref[RepoHandler]) -> None:
         if handler is None:
             return
         try:
-            batch = handler._next_batch()
-            if batch is None:
+            if not handler._await_work():
                 return
-            try:
-                handler._write(batch)
-            finally:
-                handler._finish(len(batch))
+            with handler._write_lock:
+                batch = handler._take()
+                try:
+                    handler._write(batch)
+                finally:
+                    handler._finish(len(batch))
         except Exception as exc:  # a bug must not stop the writer silently
             handler._report("writer", f"the writer thread hit an error: {exc!r}")
         del handler
@@ -746,6 +798,8 @@ def _store_orphans(repo: Repository[Any], rows: list[dict[str, Any]]) -> None:
 
 _handlers: weakref.WeakSet[RepoHandler] = weakref.WeakSet()
 _sigterm_installed = False
+_sigterm_deferred = False
+"""SIGTERM arrived while this thread wrote a batch from ``emit``: act once it is written."""
 
 
 def _install_sigterm() -> None:
@@ -768,6 +822,12 @@ def _on_sigterm(signum: int, frame: object) -> None:
     the interrupted code may hold: it only signals the writers and waits on
     their progress with bounded, non-blocking acquires.
     """
+    global _sigterm_deferred
+    me = threading.get_ident()
+    if any(h._caller_writing == me for h in list(_handlers)):
+        _sigterm_deferred = True  # this thread holds a batch: finish writing it first
+        return
+    _sigterm_deferred = False
     handlers = list(_handlers)
     now = time.monotonic()
     for handler in handlers:  # one deadline for all, not close_timeout after each other

@@ -473,6 +473,72 @@ class TestBufferMode:
         )
 
 
+class ThreadSpyCSV(CSVFileRepo[Any]):
+    """A CSV store that notes which thread wrote each batch, and can fail."""
+
+    def __init__(self, path: Path, fail: list[BaseException] | None = None) -> None:
+        super().__init__(path)
+        self.writers: list[tuple[str, int]] = []
+        self.fail = fail or []
+
+    def insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Note the thread, fail if told to, else append."""
+        self.writers.append((threading.current_thread().name, len(rows)))
+        if self.fail:
+            raise self.fail.pop(0)
+        super().insert_rows(rows)
+
+
+class TestWritesInCaller:
+    """A store whose writes are quick (CSV) is written by the logging call that
+    fills a batch; the writer thread keeps the timed flush and the retries."""
+
+    def test_full_batches_written_by_the_logging_thread(self, tmp_path: Path) -> None:
+        """Full batches are written in the logging thread, in order, nothing lost."""
+        repo = ThreadSpyCSV(tmp_path / "c.csv")
+        handler = RepoHandler(repo, batch_size=100, flush_interval=60)
+        logger = _logger("t.caller.batches", handler)
+        for i in range(350):
+            logger.info("x", extra=_task(run_id=str(i)))
+        in_caller = list(repo.writers)
+        handler.flush()
+        assert (
+            [("MainThread", 100)] * 3, ("tasklog-writer", 50), [str(i) for i in range(350)]
+        ) == (in_caller, repo.writers[-1], [r.run_id for r in repo])
+
+    def test_failing_write_is_handed_to_the_writer(self, tmp_path: Path) -> None:
+        """A failed write in the logging call is tried once there, then retried by the
+        writer thread; order is kept and nothing is lost."""
+        repo = ThreadSpyCSV(tmp_path / "c.csv", fail=[ConnectionResetError("down")] * 3)
+        handler = RepoHandler(repo, batch_size=10, retry_max_delay=0.01, errors="ignore")
+        logger = _logger("t.caller.fail", handler)
+        for i in range(25):
+            logger.info("x", extra=_task(run_id=str(i)))
+        handler.flush()
+        by_caller = [n for name, n in repo.writers if name == "MainThread"]
+        assert (1, [str(i) for i in range(25)], 25, 0) == (
+            len(by_caller), [r.run_id for r in repo], handler.counts["stored"],
+            handler.counts["dropped"],
+        )
+
+    def test_interrupted_write_is_requeued(self, tmp_path: Path) -> None:
+        """KeyboardInterrupt during a write from the logging call reaches the program,
+        and the batch goes back to the queue: a later flush stores it, in order."""
+        repo = ThreadSpyCSV(tmp_path / "c.csv", fail=[KeyboardInterrupt()])
+        handler = RepoHandler(repo, batch_size=10, flush_interval=60)
+        logger = _logger("t.caller.interrupt", handler)
+        interrupted = []
+        for i in range(15):
+            try:
+                logger.info("x", extra=_task(run_id=str(i)))
+            except KeyboardInterrupt:
+                interrupted.append(i)
+        handler.flush()
+        assert ([9], [str(i) for i in range(15)], 15) == (
+            interrupted, [r.run_id for r in repo], handler.counts["stored"]
+        )
+
+
 class TestConcurrency:
     """Many threads and processes logging at once lose nothing."""
 

@@ -156,6 +156,13 @@ class Repository(ABC, Generic[ModelT]):
     """Whether each write has a fixed cost (a file open, a transaction), so
     that a handler should collect records and write them in batches."""
 
+    writes_in_caller: ClassVar[bool] = False
+    """Whether a batch write is quick work done holding the GIL (formatting and
+    one append), so that the logging call that fills a batch should write it:
+    handing it to a writer thread would cost more than the write. Stores whose
+    writes run mostly outside the GIL (SQLite's engine, a database server)
+    gain from the writer thread instead."""
+
     process_local: ClassVar[bool] = False
     """Whether only this process can read the store (it lives in its memory),
     so that a handler may hold records until this process reads them."""

@@ -90,6 +90,7 @@ class CSVFileRepo(Repository[ModelT]):
     """
 
     prefers_batches = True
+    writes_in_caller = True
 
     def __init__(
         self,
