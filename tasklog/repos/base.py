@@ -14,9 +14,11 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from itertools import islice
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..query import In, Query
 from ..records import MinimalRunRecord
@@ -135,6 +137,14 @@ def summarize_runs(
             "max_runtime": times[-1] if n else None,
         })
     return rows
+
+
+_BUILD_CHUNK = 256
+
+
+@lru_cache(maxsize=256)
+def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
 def _target(hook: Callable[[], object]) -> Callable[[], object] | None:
@@ -457,9 +467,12 @@ class Result(Generic[ModelT]):
         self.query = query
 
     def _build(self, rows: Iterable[Row]) -> Iterator[ModelT]:
-        build = self.repo.model.model_validate
-        for row in rows:
-            yield build(row)
+        """Models of *rows*, validated a chunk at a time (one pydantic call per
+        chunk is about twice as fast as one per row) and still streaming."""
+        build = _list_adapter(self.repo.model).validate_python
+        rows = iter(rows)
+        while chunk := list(islice(rows, _BUILD_CHUNK)):
+            yield from build(chunk)
 
     def __iter__(self) -> Iterator[ModelT]:
         """Stream the matching records."""
