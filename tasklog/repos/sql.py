@@ -387,8 +387,9 @@ class SQLRepo(Repository[ModelT]):
             self.engine.connect() as conn,
             conn.execution_options(yield_per=1000).execute(stmt) as result,
         ):
-            for row in result:
-                yield dict(zip(names, row, strict=True))
+            for rows in result.partitions():  # fetchmany-sized chunks, not a fetch per row
+                for row in rows:
+                    yield dict(zip(names, row, strict=True))
 
     def count_rows(self, query: Query) -> int:
         """``SELECT count(*)`` in the database."""
