@@ -197,7 +197,9 @@ class RepoHandler(logging.Handler):
             (or from a read of the store, whichever comes first). ``"auto"``
             picks background for stores that prefer batches (CSV, SQL) and
             buffer for stores only this process can read (memory).
-        batch_size: most records per write.
+        batch_size: most records per write; None takes the store's
+            ``batch_size_hint`` (5000 for database servers, where each batch
+            costs round trips, 1000 for the others).
         flush_interval: longest time (s) a record waits in the queue.
         max_queue: most records waiting to be written; beyond it *overflow* applies.
         overflow: ``"block"`` makes the logging call wait up to *block_timeout*
@@ -227,7 +229,7 @@ class RepoHandler(logging.Handler):
         model: type[BaseModel] | str | None = None,
         errors: ErrorPolicy = "warn",
         mode: Mode = "auto",
-        batch_size: int = 1000,
+        batch_size: int | None = None,
         flush_interval: float = 0.2,
         max_queue: int = 100_000,
         overflow: Overflow = "block",
@@ -250,7 +252,7 @@ class RepoHandler(logging.Handler):
             msg = f"overflow must be 'block' or 'drop', not {overflow!r}."
             raise ValueError(msg)
         for name, value in (("batch_size", batch_size), ("max_queue", max_queue)):
-            if not isinstance(value, int) or value < 1:
+            if value is not None and (not isinstance(value, int) or value < 1):
                 msg = f"{name} must be a positive integer, not {value!r}."
                 raise ValueError(msg)
         resolved = resolve_model(model)
@@ -273,7 +275,7 @@ class RepoHandler(logging.Handler):
         self._buffer: list[dict[str, Any]] = []
         """Rows a buffered handler holds; stored by :meth:`flush`, or by a
         finalizer should the handler be dropped without being closed."""
-        self.batch_size = batch_size
+        self.batch_size: int = batch_size or repo.batch_size_hint
         self.flush_interval = flush_interval
         self.max_queue = max_queue
         self.overflow: Overflow = overflow
@@ -281,7 +283,7 @@ class RepoHandler(logging.Handler):
         self.retry_max_delay = retry_max_delay
         self.flush_timeout = flush_timeout
         self.close_timeout = close_timeout
-        self._backlog = max(batch_size, min(max_queue, backlog))
+        self._backlog = max(self.batch_size, min(max_queue, backlog))
         self._plan = [(name, _SPECIAL.get(name)) for name in self.model.model_fields]
         self._schema = repo.schema
         self._same_model = self.model is repo.model

@@ -539,6 +539,26 @@ class TestWritesInCaller:
         )
 
 
+class TestBatchSize:
+    """The default batch size comes from the store; an explicit one wins."""
+
+    def test_store_default_and_override(self, make_repo: Any, store: str) -> None:
+        """Database servers get 5000 (each batch costs round trips), others 1000."""
+        repo = make_repo(store)
+        default = RepoHandler(repo)
+        chosen = RepoHandler(repo, batch_size=7)
+        assert ((5000 if store == "postgresql" else 1000), 7) == (
+            default.batch_size, chosen.batch_size
+        )
+        default.close()
+        chosen.close()
+
+    def test_bad_batch_size(self) -> None:
+        """A batch size that is not a positive integer is a ValueError naming it."""
+        with pytest.raises(ValueError, match="batch_size"):
+            RepoHandler(MemoryRepo(), batch_size=0)
+
+
 class TestConcurrency:
     """Many threads and processes logging at once lose nothing."""
 

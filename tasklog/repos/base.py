@@ -173,6 +173,9 @@ class Repository(ABC, Generic[ModelT]):
     writes run mostly outside the GIL (SQLite's engine, a database server)
     gain from the writer thread instead."""
 
+    batch_size_hint: int = 1000
+    """How many records a handler should write at once by default."""
+
     process_local: ClassVar[bool] = False
     """Whether only this process can read the store (it lives in its memory),
     so that a handler may hold records until this process reads them."""
