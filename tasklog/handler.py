@@ -736,6 +736,9 @@ class RepoHandler(logging.Handler):
             writer = self._writer
             if writer is not None and writer is not threading.current_thread():
                 writer.join(self.close_timeout + 1.0)
+            # a logging call in another thread may be writing a batch: let it finish
+            if self._write_lock.acquire(timeout=self.close_timeout):
+                self._write_lock.release()
             left = len(self._queue)
             if left:
                 self._queue.clear()
