@@ -173,8 +173,6 @@ class Repository(ABC, Generic[ModelT]):
     writes run mostly outside the GIL (SQLite's engine, a database server)
     gain from the writer thread instead."""
 
-    batch_size_hint: int = 1000
-    """How many records a handler should write at once by default."""
 
     process_local: ClassVar[bool] = False
     """Whether only this process can read the store (it lives in its memory),
@@ -287,6 +285,11 @@ class Repository(ABC, Generic[ModelT]):
             return 0
         self.sync()
         return self.prune_rows(keep_runs, cutoff, task_name)
+
+    @property
+    def batch_size_hint(self) -> int:
+        """How many records a handler should write at once by default."""
+        return 1000
 
     # ---------------------------------------------------- reads see writes
     @property

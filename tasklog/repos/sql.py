@@ -199,7 +199,7 @@ class SQLRepo(Repository[ModelT]):
         _after_fork.add(self)
 
     @property
-    def batch_size_hint(self) -> int:  # type: ignore[override]
+    def batch_size_hint(self) -> int:
         """5000 on database servers (each batch costs round trips), 1000 on SQLite."""
         return 1000 if self._dialect == "sqlite" else 5000
 
@@ -334,9 +334,10 @@ class SQLRepo(Repository[ModelT]):
 
         The ``INSERT`` is built once and the columns' bind processors (UTC
         datetimes, seconds, JSON, booleans) are applied here, so each batch is
-        one driver call: ``COPY ... FROM STDIN`` with psycopg 3, else one
-        ``executemany``. Errors are raised as SQLAlchemy's exceptions, and a
-        connection lost on the way is invalidated, as with ``Connection.execute``.
+        one driver call: ``COPY ... FROM STDIN`` with psycopg 3, one multi-row
+        ``INSERT`` on SQLite, else one ``executemany``. Errors are raised as
+        SQLAlchemy's exceptions, and a connection lost on the way is
+        invalidated, as with ``Connection.execute``.
         """
         if not rows:
             return
