@@ -449,17 +449,17 @@ class TestBufferMode:
         handler = RepoHandler(repo, batch_size=7)
         logger = _logger("t.buffer.threads", handler)
         done = threading.Event()
-        seen: list[int] = []
+        seen: list[list[int]] = [[], []]  # what each reader counted, in order
 
         def write(n: int) -> None:
             for i in range(300):
                 logger.info("x", extra=_task(run_id=f"{n}-{i}"))
 
-        def read() -> None:
+        def read(counts: list[int]) -> None:
             while not done.is_set():
-                seen.append(repo.filter_by(task_name="job").count())
+                counts.append(repo.filter_by(task_name="job").count())
 
-        readers = [threading.Thread(target=read) for _ in range(2)]
+        readers = [threading.Thread(target=read, args=(counts,)) for counts in seen]
         writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
         for t in readers + writers:
             t.start()
@@ -468,9 +468,9 @@ class TestBufferMode:
         done.set()
         for t in readers:
             t.join(60)
-        assert (1200, sorted(seen), False) == (
+        assert (1200, [sorted(c) for c in seen], False) == (
             len({r.run_id for r in repo}), seen, any(t.is_alive() for t in readers + writers)
-        )
+        )  # no reader ever sees fewer records than before
 
 
 class ThreadSpyCSV(CSVFileRepo[Any]):
