@@ -371,14 +371,8 @@ class RepoHandler(logging.Handler):
                 self._enqueue(data)
             elif self.buffered:
                 self._hold(data)
-            elif type(data) is _Unchecked:
-                self._write([data])
             else:
-                _local.busy = True
-                try:
-                    self._store([data])
-                finally:
-                    _local.busy = False
+                self._write([data])
         except ValidationError:
             if self.errors == "raise":
                 raise
@@ -409,12 +403,7 @@ class RepoHandler(logging.Handler):
             rows = self._buffer[:]
             self._buffer.clear()
             if rows:
-                prior = getattr(_local, "busy", False)
-                _local.busy = True
-                try:
-                    self._store(rows)
-                finally:
-                    _local.busy = prior
+                self._write(rows)
         finally:
             self.release()
 
