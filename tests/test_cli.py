@@ -818,7 +818,7 @@ def test_tail_follow_sees_another_process(store: str, make_url: Callable[..., st
 
 def test_follower_catches_late_records(tmp_path: Path) -> None:
     """``tail -f`` shows a record stored late with an earlier time, once."""
-    from tasklog.cli import _Follower
+    from tasklog.cli.reading import Follower as _Follower
 
     url = url_of("sqlite", tmp_path)
     write_history(url)

@@ -82,7 +82,7 @@ def parse_sql_url(url: str) -> tuple[URL, str | None]:
 
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
         msg = f"Cannot parse repository URL {url!r}. {_KNOWN}"
         raise ConfigError(msg) from None
     value = parsed.query.get("table")

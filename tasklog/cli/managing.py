@@ -1,0 +1,216 @@
+"""The managing commands: prune, export, copy."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+
+from ..inspect import StoreNotFoundError, open_existing
+from ..repos import Repository, open_repo
+from . import render
+from .app import CLIError, state
+from .options import TaskOption, age, age_option, positive
+from .reading import require_task
+
+__all__ = ["copy", "export", "prune"]
+
+_BATCH = 1000
+
+
+def prune(
+    ctx: typer.Context,
+    keep_runs: Annotated[
+        int | None,
+        typer.Option("--keep-runs", metavar="N", help="Keep the newest N runs of each task."),
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        age_option("--older-than", "Delete records older than this: 30d, 12h, 2w or an ISO date."),
+    ] = None,
+    task: TaskOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be deleted.")
+    ] = False,
+) -> None:
+    """Delete old records (retention). Asks no questions; try --dry-run first."""
+    if keep_runs is None and older_than is None:
+        msg = "Nothing to prune: give --keep-runs N and/or --older-than AGE."
+        raise CLIError(msg)
+    if keep_runs is not None:
+        positive(keep_runs, "--keep-runs", zero=True)
+    cutoff = None if older_than is None else age(older_than, "--older-than")
+    repo = state(ctx).open_for_reading()
+    if task is not None:
+        require_task(repo, task)
+    if dry_run:
+        n = _count_prune(repo, keep_runs, cutoff, task)
+        typer.echo(f"Would delete {n} record(s); nothing deleted (dry run).")
+        return
+    n = repo.prune(keep_runs=keep_runs, older_than=cutoff, task_name=task)
+    typer.echo(f"Deleted {n} record(s).")
+
+
+def _count_prune(
+    repo: Repository[Any],
+    keep_runs: int | None,
+    older_than: timedelta | datetime | None,
+    task: str | None,
+) -> int:
+    from ..repos.base import cutoff_timestamp, plan_prune
+
+    cutoff = cutoff_timestamp(older_than)
+    has_run_id = "run_id" in repo.model.model_fields
+    records = repo.filter_by() if task is None else repo.filter_by(task_name=task)
+    rows = (
+        (n, r.task_name, getattr(r, "run_id", None) if has_run_id else None, float(r.created))
+        for n, r in enumerate(records)
+    )
+    return len(plan_prune(rows, keep_runs, cutoff))
+
+
+# ------------------------------------------------------- export and copy
+
+
+def _progress() -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=render.console(stderr=True),
+        transient=True,
+    )
+
+
+def _stream(repo: Repository[Any], description: str) -> Iterator[Any]:
+    """Iterate over *repo*, with a progress bar when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield from repo
+        return
+    total = len(repo)
+    with _progress() as progress:
+        bar = progress.add_task(description, total=total)
+        for n, record in enumerate(repo, 1):
+            yield record
+            if n % _BATCH == 0:
+                progress.update(bar, completed=n)
+        progress.update(bar, completed=total)
+
+
+def export(
+    ctx: typer.Context,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-F",
+            metavar="csv|jsonl",
+            help="Output format (default: from the --output suffix, else jsonl).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write to FILE (default: stdout)."),
+    ] = None,
+) -> None:
+    """Write every record as CSV or JSON Lines.
+
+    Streams the store; the CSV is a store tasklog reads back. With --output,
+    a progress bar shows on a terminal.
+    """
+    if fmt is None:
+        fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "jsonl"
+    fmt = fmt.lower()
+    if fmt not in ("csv", "jsonl"):
+        msg = f"Invalid value {fmt!r} for --format: use csv or jsonl."
+        raise CLIError(msg)
+    repo = state(ctx).open_for_reading()
+    stream: IO[str]
+    with contextlib.ExitStack() as stack:
+        if output is None:
+            stream = sys.stdout
+        else:
+            try:
+                stream = stack.enter_context(open(output, "w", encoding="utf-8", newline=""))
+            except OSError as err:
+                msg = f"Cannot write {str(output)!r}: {err.strerror or err}."
+                raise CLIError(msg) from None
+        records = _stream(repo, "Exporting") if output is not None else iter(repo)
+        n = _write_csv(repo, records, stream) if fmt == "csv" else _write_jsonl(records, stream)
+    if output is not None:
+        typer.echo(f"Exported {n} record(s) to {output}.")
+
+
+def _write_csv(repo: Repository[Any], records: Iterable[Any], stream: IO[str]) -> int:
+    writer = csv.writer(stream, lineterminator="\n")
+    fields = list(repo.schema.fields.values())
+    writer.writerow([f.name for f in fields])
+    n = 0
+    for n, record in enumerate(records, 1):  # noqa: B007  (n is the count afterwards)
+        row = repo.schema.row(record)
+        writer.writerow([f.encode_text(row[f.name]) for f in fields])
+    return n
+
+
+def _write_jsonl(records: Iterable[Any], stream: IO[str]) -> int:
+    n = 0
+    for n, record in enumerate(records, 1):  # noqa: B007  (n is the count afterwards)
+        stream.write(json.dumps(render.record_json(record), ensure_ascii=False))
+        stream.write("\n")
+    return n
+
+
+def _same_store(a: Repository[Any], b: Repository[Any]) -> bool:
+    from ..repos import CSVFileRepo, SQLRepo
+
+    if isinstance(a, CSVFileRepo) and isinstance(b, CSVFileRepo):
+        return a.filename.resolve() == b.filename.resolve()
+    if isinstance(a, SQLRepo) and isinstance(b, SQLRepo):
+        return str(a.engine.url) == str(b.engine.url) and a.table_name == b.table_name
+    return False
+
+
+def copy(
+    ctx: typer.Context,
+    src_url: Annotated[str, typer.Argument(metavar="SRC_URL", help="Repository to read.")],
+    dst_url: Annotated[
+        str, typer.Argument(metavar="DST_URL", help="Repository to append to (created if missing).")
+    ],
+) -> None:
+    """Append every record of one store to another.
+
+    Streams SRC_URL into DST_URL in batches; DST_URL is created (with the
+    source's columns) when missing. A progress bar shows on a terminal.
+    """
+    current = state(ctx)
+    src = current.opened(open_existing(src_url))
+    try:
+        dst = current.opened(open_existing(dst_url))
+    except StoreNotFoundError:
+        dst = current.opened(open_repo(dst_url, model=src.model))
+    if _same_store(src, dst):
+        msg = f"SRC_URL and DST_URL name the same store ({src_url!r}); nothing to copy."
+        raise CLIError(msg)
+    n = 0
+    records = _stream(src, "Copying")
+    while batch := list(itertools.islice(records, _BATCH)):
+        n += dst.add_many(batch)
+    current.close()
+    typer.echo(f"Copied {n} record(s) from {src_url} to {dst_url}.")

@@ -1,0 +1,202 @@
+"""Everything the command prints: tables (rich), log lines and JSON documents."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..runs import format_records
+
+__all__ = [
+    "console",
+    "format_record",
+    "iso",
+    "print_json",
+    "print_json_line",
+    "print_records",
+    "record_json",
+    "runs_table",
+    "stats_table",
+    "tasks_json",
+    "tasks_table",
+]
+
+_STYLE_BY_LEVEL = {"ERROR": "red", "CRITICAL": "bold red", "WARNING": "yellow", "DEBUG": "dim"}
+_STYLE_BY_OUTCOME = {
+    "success": "green",
+    "fail": "red",
+    "crash": "red",
+    "inaction": "yellow",
+    "terminate": "yellow",
+}
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console on stdout (or stderr): 200 columns when not a terminal."""
+    stream = sys.stderr if stderr else sys.stdout
+    terminal = stream.isatty()
+    width = None if terminal or os.environ.get("COLUMNS") else 200
+    return Console(file=stream, width=width, highlight=False, soft_wrap=not terminal)
+
+
+def _time_text(when: datetime | float | None) -> str:
+    if when is None:
+        return ""
+    if not isinstance(when, datetime):
+        when = datetime.fromtimestamp(float(when), tz=timezone.utc)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration_text(value: timedelta | float | None) -> str:
+    if value is None:
+        return ""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 60:
+        return f"{seconds:.3f}s" if seconds < 10 else f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _outcome(action: str) -> Text:
+    return Text(action, _STYLE_BY_OUTCOME.get(action, "cyan"))
+
+
+def _level(record: Any) -> str:
+    level = getattr(record, "levelname", None)
+    if isinstance(level, str) and level:
+        return level
+    return "ERROR" if str(record.action) in ("fail", "crash") else "INFO"
+
+
+# ------------------------------------------------------------- log lines
+
+
+def format_record(record: Any) -> str:
+    """One record as the log line of SPEC §4, its traceback on the following lines.
+
+    ``[2024-03-04 12:00:00.000] [INFO] [task] message`` in local time, as
+    ``run.output()`` writes it (:func:`tasklog.runs.format_records`).
+    """
+    return format_records([record])
+
+
+def print_records(records: Iterable[Any], out: Console) -> None:
+    """Print *records* as log lines (coloured by level on a terminal)."""
+    for record in records:
+        text = format_record(record)
+        if out.is_terminal:
+            out.print(Text(text, style=_STYLE_BY_LEVEL.get(_level(record), "")))
+        else:
+            typer.echo(text)
+
+
+# ------------------------------------------------------------------ JSON
+
+
+def iso(when: datetime | float | None) -> str | None:
+    """*when* (a datetime or epoch seconds) as ISO 8601 text with a time zone."""
+    if when is None:
+        return None
+    if not isinstance(when, datetime):
+        when = datetime.fromtimestamp(float(when), tz=timezone.utc)
+    return when.isoformat()
+
+
+def record_json(record: BaseModel) -> dict[str, Any]:
+    """A record as a JSON object: times as ISO 8601 with zone, durations in seconds."""
+    data = record.model_dump(mode="json")
+    for name, value in record.__dict__.items():
+        if isinstance(value, datetime):
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+            data[name] = aware.isoformat()
+        elif isinstance(value, timedelta):
+            data[name] = value.total_seconds()
+        elif isinstance(value, Enum):
+            data[name] = value.value
+    return data
+
+
+def print_json(document: Any) -> None:
+    """Print *document* as one indented JSON document."""
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def print_json_line(document: Any) -> None:
+    """Print *document* as one line of JSON (JSON Lines)."""
+    typer.echo(json.dumps(document, ensure_ascii=False))
+
+
+# ---------------------------------------------------------------- tables
+
+
+def tasks_json(latest: Iterable[Any]) -> list[dict[str, Any]]:
+    """The ``tasks --json`` document of the newest record of each task."""
+    return [
+        {"task_name": r.task_name, "last_action": str(r.action), "last_created": iso(r.created)}
+        for r in latest
+    ]
+
+
+def tasks_table(latest: Iterable[Any]) -> Table:
+    """The newest record of each task: task, last action, when."""
+    table = Table("Task", "Last action", "Last record")
+    for r in latest:
+        table.add_row(r.task_name, _outcome(str(r.action)), _time_text(r.created))
+    return table
+
+
+def runs_table(task: str, found: list[Any]) -> Table:
+    """Runs of *task*: run id, start, duration, outcome."""
+    table = Table("Run id", "Start", title=f"Runs of {task}")
+    table.add_column("Duration", justify="right")
+    table.add_column("Outcome")
+    for run in found:
+        table.add_row(
+            run.run_id,
+            _time_text(run.start),
+            _duration_text(run.runtime),
+            _outcome(run.outcome or "running"),
+        )
+    return table
+
+
+def stats_table(result: Any, title: str = "Statistics") -> Table:
+    """A :class:`~tasklog.Stats`: one row a task, then the total."""
+    table = Table("Task", title=title)
+    for column in ("Runs", "OK", "Failed", "Other", "Success", "Mean", "p95", "Max"):
+        table.add_column(column, justify="right")
+    rows = [*sorted(result.tasks.values(), key=lambda s: s.task_name), None]
+    for figures in rows:
+        if figures is None:
+            figures = result.total
+            table.add_section()
+            name = Text("total", "bold")
+        else:
+            name = Text(figures.task_name)
+        rate = figures.success_rate
+        table.add_row(
+            name,
+            str(figures.runs),
+            str(figures.successes),
+            str(figures.failures),
+            str(figures.other),
+            "" if rate is None else f"{rate:.0%}",
+            _duration_text(figures.mean_runtime),
+            _duration_text(figures.p95_runtime),
+            _duration_text(figures.max_runtime),
+        )
+    return table
