@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .adapter import TaskAdapter, get_task_logger
+from .capture import capture
 from .config import basic_config
 from .exceptions import CancelRun, ConfigError, TaskInaction, TasklogError
 from .handler import ActionFilter, RepoHandler
@@ -36,7 +37,7 @@ from .repos import CSVFileRepo, MemoryRepo, Repository, Result, open_repo
 
 if TYPE_CHECKING:
     from .repos.sql import SQLRepo
-from .runs import Run
+from .runs import Run, current_run
 from .stats import Stats, TaskStats, mark_crashed, stats
 
 __all__ = [
@@ -64,7 +65,9 @@ __all__ = [
     "TasklogError",
     "basic_config",
     "between",
+    "capture",
     "contains",
+    "current_run",
     "get_task_logger",
     "greater_equal",
     "greater_than",

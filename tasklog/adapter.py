@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .handler import RepoHandler
 from .repos import Repository, Result
@@ -146,18 +147,51 @@ class TaskAdapter(_AdapterBase):
         return self.filter_by(**conditions).last()
 
     # ------------------------------------------------------------------ runs
-    def run(self, run_id: str | None = None, **fields: Any) -> Run:
-        """A run of this task: ``with task_logger.run() as run: ...`` (or ``async with``)."""
+    def run(
+        self, run_id: str | None = None, *, heartbeat: timedelta | float | None = None,
+        **fields: Any,
+    ) -> Run:
+        """A run of this task: ``with task_logger.run() as run: ...`` (or ``async with``).
+
+        *heartbeat* (a ``timedelta`` or seconds) logs one ``heartbeat`` record
+        per interval while the run is open; *fields* go on every record.
+        """
         from .runs import Run
 
-        return Run(self, run_id=run_id, **fields)
+        return Run(self, run_id=run_id, heartbeat=heartbeat, **fields)
 
-    def task(self, func: F) -> F:
-        """Decorate a sync or async function so that each call is a logged run."""
-        from .runs import run_decorator
+    @overload
+    def task(self, func: F, /) -> F: ...
 
-        decorated: F = run_decorator(self, func)
-        return decorated
+    @overload
+    def task(
+        self, func: None = None, /, *, heartbeat: timedelta | float | None = None,
+        **fields: Any,
+    ) -> Callable[[F], F]: ...
+
+    def task(
+        self, func: F | None = None, /, *, heartbeat: timedelta | float | None = None,
+        **fields: Any,
+    ) -> F | Callable[[F], F]:
+        """Decorate a sync or async function so that each call is a logged run.
+
+        Use it bare (``@task_logger.task``) or called, with the run's options
+        (``@task_logger.task()``, ``@task_logger.task(attempt=1, heartbeat=60)``).
+        """
+        from .runs import _check_fields, run_decorator
+
+        if func is not None:
+            if not callable(func):
+                msg = f"task() decorates a function, not {func!r}; pass run fields by name."
+                raise TypeError(msg)
+            decorated: F = run_decorator(self, func, heartbeat=heartbeat, **fields)
+            return decorated
+        _check_fields(fields, "A run field")
+
+        def decorate(function: F) -> F:
+            return run_decorator(self, function, heartbeat=heartbeat, **fields)
+
+        return decorate
 
     def __repr__(self) -> str:
         """Logger and task."""

@@ -51,6 +51,7 @@ def basic_config(
     model: type[BaseModel] | str | None = None,
     logger: str | logging.Logger = "tasklog.task",
     level: int | str = logging.INFO,
+    capture: bool = False,
     **options: Any,
 ) -> RepoHandler:
     """Attach a :class:`RepoHandler` to the task logger, like :func:`logging.basicConfig`.
@@ -62,6 +63,8 @@ def basic_config(
         model: the record model (class or dotted path) for a URL.
         logger: the logger (or its name) to attach to.
         level: the logger's level.
+        capture: also store what *any* logger emits while a run is active,
+            with that run (see :func:`tasklog.capture`).
         **options: passed to :class:`RepoHandler` (and, for a URL, to ``open_repo``).
 
     Calling it again replaces the handler it installed before (which is closed).
@@ -79,6 +82,10 @@ def basic_config(
             old.close()
     logger.addHandler(handler)
     logger.setLevel(level)
+    if capture:
+        from .capture import capture as start_capture
+
+        start_capture()
     return handler
 
 

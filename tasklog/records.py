@@ -39,6 +39,10 @@ class Action(str, Enum):
     LOG = "log"
     PROGRESS = "progress"
     STATISTICS = "statistics"
+    HEARTBEAT = "heartbeat"
+    MISSED = "missed"
+    SKIPPED = "skipped"
+    RETRY = "retry"
 
     def __str__(self) -> str:
         """Return the plain action string (``"fail"``, not ``"Action.FAIL"``)."""

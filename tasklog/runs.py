@@ -17,6 +17,7 @@ The run object is itself a logger adapter: its records carry the run's
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -222,11 +223,38 @@ class RunLogger(TaskAdapter):
 
     def _log_action(
         self, level: int, action: str, msg: str, fields: Mapping[str, Any] | None = None,
-        exc_info: Any = None,
+        exc_info: Any = None, exc_text: str | None = None,
     ) -> None:
         extra = dict(fields or {})
         extra["action"] = action
-        self.log(level, msg, extra=extra, exc_info=exc_info, stacklevel=2)
+        if exc_text is None:
+            self.log(level, msg, extra=extra, exc_info=exc_info, stacklevel=2)
+            return
+        # A traceback known only as text (from a scheduler's event, another process)
+        if not self.isEnabledFor(level):
+            return
+        msg, processed = self.process(msg, {"extra": extra})
+        with self._state.lock:
+            self._state.lines.append(
+                format_line(_now(), logging.getLevelName(level), self._label, str(msg), exc_text)
+            )
+        record = self.logger.makeRecord(
+            self.logger.name, level, __file__, 0, msg, (), None, "_log_action",
+            processed["extra"],
+        )
+        record.exc_text = exc_text
+        self.logger.handle(record)
+
+    def _keep_captured(self, record: logging.LogRecord) -> None:
+        """Keep a line for a record another logger emitted while this run was active."""
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string must not break the run
+            text = str(record.msg)
+        exc_text = record.exc_text or _format_exception(record.exc_info)
+        line = format_line(record.created, record.levelname, self._label, text, exc_text)
+        with self._state.lock:
+            self._state.lines.append(line)
 
     # -------------------------------------------------------------- helpers
     def bind(self, **context: Any) -> RunLogger:
@@ -281,8 +309,10 @@ class RunLogger(TaskAdapter):
     def output(self) -> str:
         """This run's log as lines ``[2024-03-04 12:00:00.000] [INFO] [task] message``.
 
-        Local time; a traceback follows its line. Only records logged through
-        this run (and adapters bound from it) in this process are included.
+        Local time; a traceback follows its line. Records logged through this
+        run (and adapters bound from it) in this process are included, and,
+        with :func:`tasklog.capture`, what other loggers emitted while the run
+        was active, in order.
         """
         with self._state.lock:
             return "\n".join(self._state.lines)
@@ -304,16 +334,27 @@ class Run(RunLogger):
     Args:
         adapter: the task's adapter (its logger and task name are used).
         run_id: the run's id; a new unique one (a UUID4 hex) when None.
+        heartbeat: log one ``heartbeat`` record per this interval (a
+            ``timedelta`` or seconds) while the run is open, from a daemon
+            thread, so a long quiet run is not taken for a dead one.
         **fields: stored on every record of the run, where the model has
             those fields (e.g. ``attempt=2``).
 
     Raises:
         ValueError: a field name is a :class:`logging.LogRecord` attribute or
-            a field the run sets itself (see :data:`RESERVED_FIELDS`).
+            a field the run sets itself (see :data:`RESERVED_FIELDS`), or
+            *heartbeat* is not a positive interval.
     """
 
-    def __init__(self, adapter: TaskAdapter, run_id: str | None = None, **fields: Any) -> None:
+    def __init__(
+        self, adapter: TaskAdapter, run_id: str | None = None, *,
+        heartbeat: timedelta | float | None = None, **fields: Any,
+    ) -> None:
         _check_fields(fields, "A run field")
+        interval = heartbeat.total_seconds() if isinstance(heartbeat, timedelta) else heartbeat
+        if interval is not None and not interval > 0:
+            msg = f"heartbeat must be a positive interval, not {heartbeat!r}."
+            raise ValueError(msg)
         extra = {**(adapter.extra or {}), **fields}
         for key in ("task_name", "run_id", "action"):
             extra.pop(key, None)
@@ -322,6 +363,87 @@ class Run(RunLogger):
         self.fields: dict[str, Any] = dict(fields)
         self._entered = False
         self._token: contextvars.Token[Run | None] | None = None
+        self._heartbeat_interval = interval
+        self._heartbeat_stop: threading.Event | None = None
+        self._heartbeat_thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[Self]:
+        """Make this run the current one in this context, logging nothing.
+
+        While the block runs, :func:`current_run` returns this run and, with
+        :func:`tasklog.capture`, records of any logger are stored with its
+        ``task_name`` and ``run_id``. For hooks whose ``run`` and closing
+        records come from elsewhere (a scheduler's events)::
+
+            with run.activate():
+                job()
+        """
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    # ------------------------------------------------------------ heartbeat
+    def _start_heartbeat(self) -> None:
+        interval = self._heartbeat_interval
+        if interval is None:
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                self._log_action(
+                    logging.INFO, Action.HEARTBEAT.value,
+                    f"Still running after {_seconds(self.duration)}",
+                )
+
+        thread = threading.Thread(
+            target=beat, name=f"tasklog-heartbeat-{self.run_id}", daemon=True
+        )
+        self._heartbeat_stop, self._heartbeat_thread = stop, thread
+        thread.start()
+
+    def _stop_heartbeat(self) -> None:
+        stop, thread = self._heartbeat_stop, self._heartbeat_thread
+        if stop is None or thread is None:
+            return
+        stop.set()
+        if thread is not threading.current_thread():
+            thread.join()
+        self._heartbeat_stop = self._heartbeat_thread = None
+
+    # ------------------------------------------------- records from hooks
+    def _log_started(self, start: datetime | None = None) -> None:
+        """Log the ``run`` record without making the run current (scheduler hooks)."""
+        state = self._state
+        self._entered = True
+        state.start = start or datetime.now(timezone.utc)
+        state.began = time.perf_counter() - max(
+            0.0, (datetime.now(timezone.utc) - state.start).total_seconds()
+        )
+        described = " ".join(f"{k}={v}" for k, v in self.fields.items())
+        text = f"Run started ({described})" if described else "Run started"
+        self._log_action(logging.INFO, Action.RUN.value, text, {"start": state.start})
+
+    def _log_closed(
+        self, action: str, message: str, *, level: int = logging.INFO,
+        exc_text: str | None = None, runtime: timedelta | None = None,
+    ) -> None:
+        """Log a closing record (*action*) without touching the context (scheduler hooks).
+
+        *message* may hold ``{took}``, replaced by the runtime.
+        """
+        state = self._state
+        if runtime is None:
+            runtime = self._state.elapsed() if state.began is not None else timedelta(0)
+        state.runtime = runtime
+        start = state.start or datetime.now(timezone.utc) - runtime
+        times = {"start": start, "end": start + runtime, "runtime": runtime}
+        self._log_action(
+            level, action, message.replace("{took}", _seconds(runtime)), times, exc_text=exc_text
+        )
 
     # -------------------------------------------------------------- lifecycle
     def _begin(self) -> None:
@@ -336,12 +458,14 @@ class Run(RunLogger):
         text = f"Run started ({described})" if described else "Run started"
         self._log_action(logging.INFO, Action.RUN.value, text, {"start": state.start})
         self._token = _current.set(self)
+        self._start_heartbeat()
 
     def _finish(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
         """Log the closing record; return whether to swallow the exception."""
+        self._stop_heartbeat()
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
@@ -429,7 +553,9 @@ def _reachable_repos(logger: logging.Logger) -> list[Repository[Any]]:
     return repos
 
 
-def run_decorator(adapter: TaskAdapter, func: F, **fields: Any) -> F:
+def run_decorator(
+    adapter: TaskAdapter, func: F, *, heartbeat: timedelta | float | None = None, **fields: Any
+) -> F:
     """Wrap *func* (sync or async) so that each call is one run of *adapter*'s task.
 
     The wrapper returns what *func* returns, or None when the run was
@@ -440,7 +566,7 @@ def run_decorator(adapter: TaskAdapter, func: F, **fields: Any) -> F:
 
         @functools.wraps(func)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
-            async with Run(adapter, **fields):
+            async with Run(adapter, heartbeat=heartbeat, **fields):
                 return await func(*args, **kwargs)
             return None
 
@@ -448,7 +574,7 @@ def run_decorator(adapter: TaskAdapter, func: F, **fields: Any) -> F:
 
     @functools.wraps(func)
     def run_sync(*args: Any, **kwargs: Any) -> Any:
-        with Run(adapter, **fields):
+        with Run(adapter, heartbeat=heartbeat, **fields):
             return func(*args, **kwargs)
         return None
 

@@ -110,7 +110,7 @@ class TestAction:
         """The standard actions and their string values."""
         assert [
             "run", "success", "fail", "terminate", "inaction", "crash",
-            "log", "progress", "statistics",
+            "log", "progress", "statistics", "heartbeat", "missed", "skipped", "retry",
         ] == [a.value for a in Action]
 
     def test_is_str(self) -> None:

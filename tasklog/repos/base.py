@@ -94,8 +94,13 @@ def plan_prune(
     return doomed
 
 
-CLOSING_ACTIONS: tuple[str, ...] = ("success", "fail", "crash", "inaction", "terminate")
-"""The actions that end a run; a run's first one is its outcome."""
+CLOSING_ACTIONS: tuple[str, ...] = (
+    "success", "fail", "crash", "inaction", "terminate", "missed", "skipped"
+)
+"""The actions that end a run; a run's first one is its outcome.
+
+``missed`` and ``skipped`` are written by the scheduler hooks
+(:mod:`tasklog.contrib`) for an execution that did not happen."""
 _FAILURES = ("fail", "crash")
 _OTHER = ("inaction", "terminate")
 
