@@ -5,17 +5,34 @@ so several processes can append to one file without torn or interleaved
 lines. Readers stream the file up to the size it had when the read began, which
 is always a batch boundary. Deleting or updating rewrites the file into a
 temporary file that replaces it atomically.
+
+What a plain file can suffer, and what is done about it (all under the lock):
+
+- *A writer killed mid-write* (SIGKILL, OOM) leaves a torn last row, perhaps
+  inside an open quoted field that would swallow every later record. Before
+  appending, a writer checks that the file ends on a complete record; a torn
+  last row is moved to ``<file>.torn`` and cut off, with one warning. Readers
+  skip a torn last row (one warning) until then.
+- *A failed write* (a full disk) is rolled back: the file is truncated to the
+  length it had before, so a retry never duplicates and nothing is half-written.
+- *Rotation* (the file moved or deleted): every write opens the path afresh, so
+  it notices a new inode, and an empty file gets the header row first.
+- *Huge fields*: the csv module's field size limit (131,072 characters) is
+  raised for the process, so a field of any size the writer wrote reads back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import operator
 import os
+import sys
 import tempfile
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,31 +54,143 @@ _PASS_THROUGH: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "flo
 """Field kinds whose values of these exact types the csv module writes as-is."""
 
 
-def _lock(f: IO[Any], exclusive: bool) -> None:
+_LINE_ENDS = (b"\n", b"\r")
+_CHUNK = 1 << 20
+_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
+
+def _allow_large_fields() -> None:
+    """Raise the csv module's field size limit (process-wide) so any field reads back."""
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)
+
+
+def _lock(f: IO[Any] | int, exclusive: bool) -> None:
     if fcntl is not None:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
 
 
-def _unlock(f: IO[Any]) -> None:
+def _unlock(f: IO[Any] | int) -> None:
     if fcntl is not None:
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() == 0:
-            return b""
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of *data* (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _scan(fd: int, start: int, end: int) -> tuple[bool, int, bytes]:
+    """Quote parity of bytes ``[start, end)`` (*start* being a record boundary).
+
+    Returns whether an odd number of quotes was seen (the end lies inside a
+    quoted field, for a file written as RFC 4180 says), the offset just after
+    the last line end outside quotes (*start* if none), and the last byte.
+    """
+    odd = False
+    boundary = pos = start
+    last = b""
+    while pos < end:
+        chunk = os.pread(fd, min(_CHUNK, end - pos), pos)
+        if not chunk:
+            break
+        if b'"' not in chunk:
+            if not odd:
+                i = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+                if i >= 0:
+                    boundary = pos + i + 1
+        else:
+            pieces = chunk.split(b'"')
+            offset = len(chunk)
+            for k in range(len(pieces) - 1, -1, -1):  # piece k follows k quotes
+                piece = pieces[k]
+                offset -= len(piece)
+                if odd == bool(k & 1):  # outside quotes
+                    i = max(piece.rfind(b"\n"), piece.rfind(b"\r"))
+                    if i >= 0:
+                        boundary = pos + offset + i + 1
+                        break
+                offset -= 1
+            odd ^= bool((len(pieces) - 1) & 1)
+        last = chunk[-1:]
+        pos += len(chunk)
+    return odd, boundary, last
+
+
+def _torn_tail(fd: int, start: int, end: int, width: int) -> tuple[bool, int | None]:
+    """Whether bytes ``[start, end)`` (from a record boundary) end on a complete record.
+
+    Returns ``(True, None)`` when they do; ``(False, None)`` when the last row
+    lacks only its line end (a hand-written last line: end it); ``(False,
+    offset)`` when the last row, starting at *offset*, is torn: it ends inside a
+    quoted field, or lacks cells. The csv module, as readers use it, decides.
+    """
+    odd, boundary, last = _scan(fd, start, end)
+    if not odd and (last in _LINE_ENDS or start == end):
+        return True, None  # the fast answer for every file tasklog wrote whole
+    text = os.pread(fd, end - boundary, boundary).decode("latin-1")  # one char per byte
+    pos = boundary
+    row_start: int | None = None
+    row: list[str] = []
+
+    def lines() -> Iterator[str]:
+        nonlocal pos
+        for line in io.StringIO(text, newline=""):
+            yield line
+            pos += len(line)
+
+    reader = csv.reader(lines())
+    while True:
+        here = pos
+        cells = next(reader, None)
+        if cells is None:
+            break
+        if cells:
+            row_start, row = here, cells
+    if row_start is None:
+        return True, None  # only blank lines
+    tail = text[row_start - boundary :]
+    open_quote = sum(1 for _ in csv.reader(io.StringIO(tail, newline=""))) == sum(
+        1 for _ in csv.reader(io.StringIO(tail + "\nx\n", newline=""))
+    )  # inside a quoted field, the added lines join the last row instead of adding rows
+    if not open_quote and text.endswith(("\n", "\r")):
+        return True, None
+    if row_start == 0 or (not open_quote and len(row) >= width):
+        return False, None  # the header, or a whole row without its line end
+    return False, row_start
+
+
+_checked: dict[tuple[int, int], tuple[int, bytes]] = {}
+"""(device, inode) -> an offset known to be a record boundary, and the bytes before it."""
+_checked_lock = threading.Lock()
+
+
+def _known_boundary(fd: int, key: tuple[int, int], size: int) -> int:
+    """The last record boundary this process verified in the file, or 0."""
+    with _checked_lock:
+        known = _checked.get(key)
+    if known is None or known[0] > size:
+        return 0
+    offset, before = known
+    return offset if os.pread(fd, len(before), offset - len(before)) == before else 0
+
+
+def _remember(fd: int, key: tuple[int, int], offset: int) -> None:
+    before = os.pread(fd, min(offset, 16), max(offset - 16, 0)) if offset else b""
+    with _checked_lock:
+        _checked[key] = (offset, before)
 
 
 class _Limited(io.RawIOBase):
-    """A raw binary reader that stops at a fixed size."""
+    """A raw binary reader that stops at a fixed size, noting quote parity and the last byte."""
 
     def __init__(self, raw: IO[bytes], size: int) -> None:
         self._raw = raw
         self._left = size
+        self.odd = False
+        self.last = b""
 
     def readable(self) -> bool:
         return True
@@ -70,9 +199,15 @@ class _Limited(io.RawIOBase):
         if self._left <= 0:
             return 0
         view = memoryview(buffer)[: self._left]
-        n = self._raw.readinto(view)  # type: ignore[attr-defined]
-        self._left -= n
-        return int(n)
+        n = int(self._raw.readinto(view))  # type: ignore[attr-defined]
+        if n > 0:
+            self._left -= n
+            data = view[:n]
+            self.odd ^= bool(bytes(data).count(b'"') & 1)
+            self.last = bytes(data[n - 1 :])
+        else:
+            self._left = 0  # the file shrank (a torn tail cut off meanwhile)
+        return n
 
 
 class CSVFileRepo(Repository[ModelT]):
@@ -102,6 +237,7 @@ class CSVFileRepo(Repository[ModelT]):
         super().__init__(model, id_field=id_field)
         self.filename = Path(filename)
         self._thread_lock = threading.Lock()
+        self._warned: set[tuple[tuple[int, int], int]] = set()
         self._header = self._ensure_file()
         missing = [name for name in self.schema.names if name not in self._header]
         if missing:
@@ -128,6 +264,7 @@ class CSVFileRepo(Repository[ModelT]):
 
     # ------------------------------------------------------------- file io
     def _ensure_file(self) -> list[str]:
+        _allow_large_fields()
         self.filename.parent.mkdir(parents=True, exist_ok=True)
         with open(self.filename, "a+", encoding=_ENCODING, newline="") as f:
             _lock(f, exclusive=True)
@@ -137,10 +274,7 @@ class CSVFileRepo(Repository[ModelT]):
                 if header:
                     if header[0].startswith("\ufeff"):  # saved as "UTF-8 with BOM"
                         header[0] = header[0][1:]
-                    if _last_byte(self.filename) not in (b"\n", b"\r"):
-                        f.write("\n")  # a hand-written last line: end it before appending
-                        f.flush()
-                    return header
+                    return header  # a last line without its line end is ended before appending
                 f.seek(0, os.SEEK_END)
                 if f.tell() == 0:
                     csv.writer(f, lineterminator="\n").writerow(self.schema.names)
@@ -150,26 +284,80 @@ class CSVFileRepo(Repository[ModelT]):
                 _unlock(f)
 
     @contextlib.contextmanager
-    def _locked_for_write(self) -> Iterator[IO[str]]:
-        """The current file, opened for appending and exclusively locked."""
+    def _locked_for_write(self) -> Iterator[int]:
+        """The current file, opened for appending, exclusively locked, and ending
+        on a complete record (see :meth:`_prepare`): its descriptor."""
         with self._thread_lock:
             while True:
-                f = open(self.filename, "a", encoding=_ENCODING, newline="")  # noqa: SIM115
+                fd = os.open(
+                    self.filename, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666
+                )
                 try:
-                    _lock(f, exclusive=True)
+                    _lock(fd, exclusive=True)
                     try:
-                        same = os.fstat(f.fileno()).st_ino == os.stat(self.filename).st_ino
-                    except FileNotFoundError:
-                        same = False
-                    if same:
+                        st = os.fstat(fd)
                         try:
-                            yield f
-                        finally:
-                            _unlock(f)
-                        return
-                    _unlock(f)  # replaced by a rewrite meanwhile: open the new file
+                            current = os.stat(self.filename)
+                            same = (st.st_dev, st.st_ino) == (current.st_dev, current.st_ino)
+                        except FileNotFoundError:
+                            same = False
+                        if same:  # else replaced by a rewrite or moved meanwhile: open the new file
+                            self._prepare(fd, st)
+                            yield fd
+                            return
+                    finally:
+                        _unlock(fd)
                 finally:
-                    f.close()
+                    os.close(fd)
+
+    def _prepare(self, fd: int, st: os.stat_result) -> None:
+        """Under the write lock: give an empty file (new, or recreated after
+        rotation) its header row; end a last line that lacks its line end; fence
+        off a torn last row (moved to ``<file>.torn``)."""
+        key = (st.st_dev, st.st_ino)
+        size = st.st_size
+        if size == 0:
+            out = io.StringIO()
+            csv.writer(out, lineterminator="\n").writerow(self._header)
+            _write_all(fd, out.getvalue().encode(_ENCODING))
+            _remember(fd, key, os.fstat(fd).st_size)
+            return
+        start = _known_boundary(fd, key, size)
+        if start == size:
+            return
+        whole, torn = _torn_tail(fd, start, size, len(self._header))
+        if not whole:
+            if torn is None:
+                _write_all(fd, b"\n")
+            else:
+                self._fence(fd, torn, size)
+        _remember(fd, key, os.fstat(fd).st_size)
+
+    @property
+    def torn_filename(self) -> Path:
+        """Where torn rows cut off the end of the file are kept (``<file>.torn``)."""
+        return self.filename.with_name(self.filename.name + ".torn")
+
+    def _fence(self, fd: int, start: int, end: int) -> None:
+        """Move the torn row ``[start, end)`` to :attr:`torn_filename`, then cut it off."""
+        data = os.pread(fd, end - start, start)
+        kept = ""
+        try:
+            with open(self.torn_filename, "ab") as side:
+                side.write(data if data.endswith(_LINE_ENDS) else data + b"\n")
+            kept = f", kept in {str(self.torn_filename)!r}"
+        except OSError as err:  # a full disk: the torn row is lost either way
+            kept = f" (not kept: {err})"
+        os.ftruncate(fd, start)
+        self._warn(
+            f"CSV file {str(self.filename)!r} ended in a torn row (a writer killed while "
+            f"writing it); its {end - start} bytes from offset {start} were cut off{kept}."
+        )
+
+    def _warn(self, text: str) -> None:
+        """One warning; never an exception, even where warnings are errors."""
+        with contextlib.suppress(Warning):
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
 
     def _encode(self, rows: list[Row]) -> str:
         """The CSV text of *rows*. The csv module writes a ``str``, ``int`` or
@@ -198,8 +386,11 @@ class CSVFileRepo(Repository[ModelT]):
     def _raw_rows(self, *, locked: bool = False) -> Iterator[list[str]]:
         """Data rows as lists of cells, up to a batch boundary, streaming.
 
-        *locked* says the caller holds the write lock already (a rewrite).
+        A torn last row (a writer killed mid-write, not yet fenced off by the
+        next writer) is skipped with one warning. *locked* says the caller
+        holds the write lock already (a rewrite).
         """
+        _allow_large_fields()
         try:
             raw = open(self.filename, "rb")  # noqa: SIM115
         except FileNotFoundError:
@@ -213,13 +404,33 @@ class CSVFileRepo(Repository[ModelT]):
                     size = os.fstat(raw.fileno()).st_size
                 finally:
                     _unlock(raw)
-            buffered = io.BufferedReader(_Limited(raw, size), buffer_size=1 << 16)
+            limited = _Limited(raw, size)
+            buffered = io.BufferedReader(limited, buffer_size=1 << 16)
             text = io.TextIOWrapper(buffered, encoding=_ENCODING, newline="")
             reader = csv.reader(text)
             next(reader, None)  # header
+            held: list[str] | None = None  # the last row waits until it is known whole
             for cells in reader:
                 if cells:
-                    yield cells
+                    if held is not None:
+                        yield held
+                    held = cells
+            if held is None:
+                return
+            if limited.odd or limited.last not in _LINE_ENDS:
+                st = os.fstat(raw.fileno())
+                key = (st.st_dev, st.st_ino)
+                start = _known_boundary(raw.fileno(), key, size)
+                _, torn = _torn_tail(raw.fileno(), start, size, len(self._header))
+                if torn is not None:
+                    if (key, torn) not in self._warned:
+                        self._warned.add((key, torn))
+                        self._warn(
+                            f"CSV file {str(self.filename)!r} ends in a torn row (a writer "
+                            f"killed while writing it, at offset {torn}); it is skipped."
+                        )
+                    return
+            yield held
 
     def _decode(self, cells: list[str]) -> Row:
         row: Row = {}
@@ -244,11 +455,16 @@ class CSVFileRepo(Repository[ModelT]):
 
     # -------------------------------------------------------------- writes
     def insert_rows(self, rows: list[Row]) -> None:
-        """Append rows in one locked write."""
-        data = self._encode(rows)
-        with self._locked_for_write() as f:
-            f.write(data)
-            f.flush()
+        """Append rows in one locked write; a failed write (a full disk) is undone."""
+        data = self._encode(rows).encode(_ENCODING)
+        with self._locked_for_write() as fd:
+            st = os.fstat(fd)
+            try:
+                _write_all(fd, data)
+            except BaseException:
+                os.ftruncate(fd, st.st_size)  # no half row, and nothing for a retry to repeat
+                raise
+            _remember(fd, (st.st_dev, st.st_ino), st.st_size + len(data))
 
     # --------------------------------------------------------------- reads
     def select_rows(
@@ -312,7 +528,7 @@ class CSVFileRepo(Repository[ModelT]):
                 lines += chunk.count(b"\n")
                 last = chunk[-1:]
         if last != b"\n":
-            lines += 1  # a last line without its line end
+            return None  # a last line without its line end: whole, or torn?
         return max(lines - 1, 0)  # the header
 
     # ----------------------------------------------------------- rewrites
@@ -324,6 +540,7 @@ class CSVFileRepo(Repository[ModelT]):
         """
         changed = 0
         with self._locked_for_write() as current:
+            self._remove_stale_temporaries()
             change = plan()
             fd, tmp = tempfile.mkstemp(
                 dir=self.filename.parent, prefix=f".{self.filename.name}.", suffix=".tmp"
@@ -340,13 +557,25 @@ class CSVFileRepo(Repository[ModelT]):
                             writer.writerow(new)
                     out.flush()
                     os.fsync(out.fileno())
-                if changed:
-                    os.chmod(tmp, os.stat(current.fileno()).st_mode & 0o777)
-                    os.replace(tmp, self.filename)
+                    st = os.fstat(out.fileno())
+                    if changed:
+                        os.chmod(tmp, os.fstat(current).st_mode & 0o777)
+                        os.replace(tmp, self.filename)
+                        _remember(out.fileno(), (st.st_dev, st.st_ino), st.st_size)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
         return changed
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete temporary files of rewrites that were killed (under the write
+        lock, so no rewrite is under way: each holds the lock)."""
+        pattern = os.path.join(
+            glob.escape(str(self.filename.parent)), glob.escape(f".{self.filename.name}.") + "*.tmp"
+        )
+        for stale in glob.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
 
     def _matching_numbers(self, query: Query) -> set[int]:
         return {n for n, _ in self._matches(query, locked=True)}
