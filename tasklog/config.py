@@ -31,7 +31,9 @@ __all__ = [
     "DEFAULT_MEMORY_URL",
     "DEFAULT_REPO",
     "ENV_REPO",
+    "SQLITE_SUFFIXES",
     "basic_config",
+    "repo_url",
     "resolve_repo",
 ]
 
@@ -41,6 +43,9 @@ DEFAULT_MEMORY_SIZE = 10_000
 DEFAULT_MEMORY_URL = f"memory://?max_size={DEFAULT_MEMORY_SIZE}"
 DEFAULT_REPO = "sqlite:///tasklog.db"
 """The ``tasklog`` command's repository when nothing names one (a file in the current directory)."""
+
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+"""A bare path with one of these endings names an SQLite file (in the ``tasklog`` command)."""
 
 _INSTALLED = "_tasklog_basic_config"
 
@@ -87,6 +92,16 @@ def basic_config(
 
         start_capture()
     return handler
+
+
+def repo_url(text: str) -> str:
+    """*text* as a repository URL: a bare path ending in ``.db``, ``.sqlite`` or
+    ``.sqlite3`` becomes ``sqlite:///path`` (as a path ending in ``.csv`` names
+    a CSV file); anything else is returned as it is."""
+    stripped = text.strip()
+    if "://" not in stripped and stripped.lower().endswith(SQLITE_SUFFIXES):
+        return f"sqlite:///{stripped}"
+    return text
 
 
 def resolve_repo(option: str | None = None, directory: Path | None = None) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CancelRun", "ConfigError", "TaskInaction", "TasklogError"]
+__all__ = ["CancelRun", "ConfigError", "StoreDataError", "TaskInaction", "TasklogError"]
 
 
 class TasklogError(Exception):
@@ -11,6 +11,13 @@ class TasklogError(Exception):
 
 class ConfigError(TasklogError, ValueError):
     """A repository URL, option or configuration value is not usable."""
+
+
+class StoreDataError(TasklogError, ValueError):
+    """A value in a store cannot be read as its field's type (a file another program wrote).
+
+    The message names the store, the row and the column.
+    """
 
 
 class TaskInaction(Exception):  # noqa: N818  (Rocketry's name, kept for compatibility)

@@ -200,13 +200,20 @@ def open_existing(url: str, *, table: str | None = None) -> Repository[Any]:
     return _open_sql(text, table)
 
 
+def _not_a_directory(path: Path, what: str) -> None:
+    if path.is_dir():
+        msg = f"{what} {str(path)!r} is a directory; name a file."
+        raise ConfigError(msg)
+
+
 def _open_csv(url: str) -> Repository[Any]:
     path = _csv_path(url)
+    _not_a_directory(path, "CSV file")
     if not path.is_file():
         msg = f"CSV file {str(path)!r} does not exist."
         raise StoreNotFoundError(msg)
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is no header
             header = next(csv.reader(f), None)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         msg = f"Cannot read CSV file {str(path)!r}: {err}."
@@ -231,6 +238,7 @@ def _open_sql(url: str, table: str | None) -> Repository[Any]:
         database = str(parsed.database)
         if database.startswith("file:"):
             database = database[5:].split("?", 1)[0]
+        _not_a_directory(Path(database), "Database file")
         if not Path(database).is_file():
             msg = f"Database file {database!r} does not exist ({shown})."
             raise StoreNotFoundError(msg)

@@ -20,7 +20,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from ..config import DEFAULT_REPO, ENV_REPO, resolve_repo
+from ..config import DEFAULT_REPO, ENV_REPO, repo_url, resolve_repo
 from ..exceptions import TasklogError
 from ..records import TaskRunRecord
 from ..repos import Repository, open_repo
@@ -83,6 +83,13 @@ class _Group(TyperGroup):
             code = super().main(
                 args, prog_name, complete_var, standalone_mode=False, **extra
             )
+        except TasklogError as err:  # a value an option's parser refused
+            if not standalone_mode:
+                raise
+            try:
+                fail(str(err))
+            except typer.Exit as done:
+                code = done.exit_code
         except NoArgsIsHelpError as err:  # ``tasklog`` alone: the help, exit status 2
             if not standalone_mode:
                 raise
@@ -133,7 +140,7 @@ class State:
     def url(self) -> str:
         """The repository URL (``--repo``, the environment, a config file or the default)."""
         if self._url is None:
-            self._url, _ = resolve_repo(self.repo_option)
+            self._url = repo_url(resolve_repo(self.repo_option)[0])
         return self._url
 
     def open_for_reading(self) -> Repository[Any]:
@@ -151,6 +158,20 @@ class State:
         except StoreNotFoundError:
             options: dict[str, Any] = {} if self.table is None else {"table": self.table}
             return self.opened(open_repo(self.url, model=TaskRunRecord, **options))
+
+    def still_there(self) -> None:
+        """Check that the store still exists (``tail -f``: it may be deleted meanwhile).
+
+        Raises:
+            CLIError: it does not (a deleted file, a dropped table).
+        """
+        from ..inspect import StoreNotFoundError, open_existing
+
+        try:
+            open_existing(self.url, table=self.table).close()
+        except StoreNotFoundError as err:
+            msg = f"The store is gone (deleted or moved): {err}"
+            raise CLIError(msg) from None
 
     def opened(self, repo: Repository[Any]) -> Repository[Any]:
         """Remember *repo* (to close it, and to ask it about its errors)."""

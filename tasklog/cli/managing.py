@@ -6,19 +6,21 @@ import contextlib
 import csv
 import itertools
 import json
+import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
 
+from ..config import repo_url
 from ..inspect import StoreNotFoundError, open_existing
 from ..repos import Repository, open_repo
 from . import render
 from .app import CLIError, state
-from .options import TaskOption, age, age_option, positive
+from .options import TaskOption, age, age_option, count_option
 from .reading import require_task
 
 __all__ = ["copy", "export", "prune"]
@@ -29,8 +31,7 @@ _BATCH = 1000
 def prune(
     ctx: typer.Context,
     keep_runs: Annotated[
-        int | None,
-        typer.Option("--keep-runs", metavar="N", help="Keep the newest N runs of each task."),
+        int | None, count_option("Keep the newest N runs of each task.", "--keep-runs", zero=True)
     ] = None,
     older_than: Annotated[
         str | None,
@@ -45,8 +46,6 @@ def prune(
     if keep_runs is None and older_than is None:
         msg = "Nothing to prune: give --keep-runs N and/or --older-than AGE."
         raise CLIError(msg)
-    if keep_runs is not None:
-        positive(keep_runs, "--keep-runs", zero=True)
     cutoff = None if older_than is None else age(older_than, "--older-than")
     repo = state(ctx).open_for_reading()
     if task is not None:
@@ -129,11 +128,19 @@ def export(
         Path | None,
         typer.Option("--output", "-o", metavar="FILE", help="Write to FILE (default: stdout)."),
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw", help="CSV: write every cell exactly (no ' before =, +, -, @, tab, CR)."
+        ),
+    ] = False,
 ) -> None:
     """Write every record as CSV or JSON Lines.
 
-    Streams the store; the CSV is a store tasklog reads back. With --output,
-    a progress bar shows on a terminal.
+    Streams the store. In CSV, a text cell that a spreadsheet would run as a
+    formula (it begins with =, +, -, @, a tab or a carriage return) gets a
+    leading ' unless --raw is given; with --raw the CSV is an exact store
+    tasklog reads back. With --output, a progress bar shows on a terminal.
     """
     if fmt is None:
         fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "jsonl"
@@ -153,19 +160,45 @@ def export(
                 msg = f"Cannot write {str(output)!r}: {err.strerror or err}."
                 raise CLIError(msg) from None
         records = _stream(repo, "Exporting") if output is not None else iter(repo)
-        n = _write_csv(repo, records, stream) if fmt == "csv" else _write_jsonl(records, stream)
+        if fmt == "csv":
+            n = _write_csv(repo, records, stream, defuse_cells=not raw)
+        else:
+            n = _write_jsonl(records, stream)
     if output is not None:
         typer.echo(f"Exported {n} record(s) to {output}.")
 
 
-def _write_csv(repo: Repository[Any], records: Iterable[Any], stream: IO[str]) -> int:
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def defuse(cell: str) -> str:
+    """*cell* made safe to open in a spreadsheet (OWASP's advice on CSV injection).
+
+    Text that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+    return gets a leading ``'``, so a spreadsheet shows it instead of running
+    it as a formula; numbers (``-1.5``) stay as they are.
+    """
+    if cell.startswith(_FORMULA_START) and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+def _write_csv(
+    repo: Repository[Any], records: Iterable[Any], stream: IO[str], *, defuse_cells: bool
+) -> int:
     writer = csv.writer(stream, lineterminator="\n")
+    quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
     fields = list(repo.schema.fields.values())
-    writer.writerow([f.name for f in fields])
+    writer.writerow([defuse(f.name) if defuse_cells else f.name for f in fields])
     n = 0
     for n, record in enumerate(records, 1):  # noqa: B007  (n is the count afterwards)
         row = repo.schema.row(record)
-        writer.writerow([f.encode_text(row[f.name]) for f in fields])
+        cells = [f.encode_text(row[f.name]) for f in fields]
+        if defuse_cells:
+            cells = [defuse(c) for c in cells]
+        # csv quotes a cell only for "\n"; a carriage return needs every cell quoted
+        (quoted if any("\r" in c for c in cells) else writer).writerow(cells)
     return n
 
 
@@ -177,14 +210,27 @@ def _write_jsonl(records: Iterable[Any], stream: IO[str]) -> int:
     return n
 
 
-def _same_store(a: Repository[Any], b: Repository[Any]) -> bool:
+def _identity(repo: Repository[Any]) -> Hashable:
+    """What names *repo*'s data, however its URL was spelled (paths resolved, symlinks too).
+
+    Until every store declares a ``store_key`` that resolves paths itself,
+    CSV files and SQLite databases are compared by resolved path here, and
+    other databases by server, database and table (not by driver or password).
+    """
     from ..repos import CSVFileRepo, SQLRepo
 
-    if isinstance(a, CSVFileRepo) and isinstance(b, CSVFileRepo):
-        return a.filename.resolve() == b.filename.resolve()
-    if isinstance(a, SQLRepo) and isinstance(b, SQLRepo):
-        return str(a.engine.url) == str(b.engine.url) and a.table_name == b.table_name
-    return False
+    if isinstance(repo, CSVFileRepo):
+        return ("csv", str(repo.filename.resolve()))
+    if isinstance(repo, SQLRepo):
+        url = repo.engine.url
+        database = url.database or ""
+        if url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
+            path = database[5:].split("?", 1)[0] if database.startswith("file:") else database
+            return ("sqlite", str(Path(path).resolve()), repo.table_name)
+        return (
+            url.get_backend_name(), url.username, url.host, url.port, database, repo.table_name
+        )
+    return repo.store_key
 
 
 def copy(
@@ -200,13 +246,16 @@ def copy(
     source's columns) when missing. A progress bar shows on a terminal.
     """
     current = state(ctx)
-    src = current.opened(open_existing(src_url))
+    src = current.opened(open_existing(repo_url(src_url)))
     try:
-        dst = current.opened(open_existing(dst_url))
+        dst = current.opened(open_existing(repo_url(dst_url)))
     except StoreNotFoundError:
-        dst = current.opened(open_repo(dst_url, model=src.model))
-    if _same_store(src, dst):
-        msg = f"SRC_URL and DST_URL name the same store ({src_url!r}); nothing to copy."
+        dst = current.opened(open_repo(repo_url(dst_url), model=src.model))
+    if _identity(src) == _identity(dst):
+        msg = (
+            f"{src_url} and {dst_url} are the same store; copying it into itself would "
+            "double every record. Nothing copied."
+        )
         raise CLIError(msg)
     n = 0
     records = _stream(src, "Copying")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 import typer
@@ -16,7 +16,7 @@ from ..repos import Repository
 from ..stats import stats as compute_stats
 from . import render
 from .app import CLIError, state
-from .options import JsonOption, TaskArgument, TaskOption, age, age_option, limit_option, positive
+from .options import JsonOption, TaskArgument, TaskOption, age, age_option, count_option
 
 __all__ = ["Follower", "errors", "logs", "require_task", "runs", "stats", "tail", "tasks"]
 
@@ -57,14 +57,13 @@ def tasks(ctx: typer.Context, as_json: JsonOption = False) -> None:
 def runs(
     ctx: typer.Context,
     task: TaskArgument,
-    limit: Annotated[int, limit_option("Show at most N runs.")] = 20,
+    limit: Annotated[int, count_option("Show at most N runs.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """Runs of a task, newest first.
 
     Each run with its id, start, duration and outcome (the closing action).
     """
-    positive(limit, "--limit")
     repo = state(ctx).open_for_reading()
     require_runs(repo, "'tail' or 'errors'")
     require_task(repo, task)
@@ -168,7 +167,7 @@ def stats(
 
 def errors(
     ctx: typer.Context,
-    limit: Annotated[int, limit_option("Show the last N errors.")] = 10,
+    limit: Annotated[int, count_option("Show the last N errors.")] = 10,
     task: TaskOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -176,7 +175,6 @@ def errors(
 
     The last N fail and crash records, oldest first.
     """
-    positive(limit, "--limit")
     repo = state(ctx).open_for_reading()
     conditions: dict[str, Any] = {"action": in_(["fail", "crash"])}
     if task is not None:
@@ -198,7 +196,9 @@ def errors(
 
 def tail(
     ctx: typer.Context,
-    lines: Annotated[int, limit_option("Show the last N records.", "-n", "--lines")] = 20,
+    lines: Annotated[
+        int, count_option("Show the last N records.", "-n", "--lines", zero=True)
+    ] = 20,
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Keep printing new records until Ctrl-C.")
     ] = False,
@@ -213,13 +213,14 @@ def tail(
     With -f, records that any process writes are printed as they arrive,
     until Ctrl-C.
     """
-    positive(lines, "-n", zero=True)
-    repo = state(ctx).open_for_reading()
+    current = state(ctx)
+    repo = current.open_for_reading()
     conditions: dict[str, Any] = {}
     if task is not None:
+        require_task(repo, task)
         conditions["task_name"] = task
     try:
-        follower = Follower(repo, conditions) if follow else None
+        follower = Follower(repo, conditions, current.still_there) if follow else None
         found = newest(repo, lines, **conditions)
         if as_json and follower is None:
             render.print_json([render.record_json(r) for r in found])
@@ -260,9 +261,16 @@ class Follower:
     it, read afterwards, and marks them.
     """
 
-    def __init__(self, repo: Repository[Any], conditions: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        repo: Repository[Any],
+        conditions: dict[str, Any],
+        check: Callable[[], None] | None = None,
+    ) -> None:
         self.repo = repo
         self.conditions = conditions
+        self.check = check
+        """Raises when the store is gone (deleted or moved); called on each poll."""
         latest = newest(repo, 1, **conditions)
         self.last = float(latest[0].created) if latest else 0.0
         self.seen: dict[str, float] = {}
@@ -285,8 +293,19 @@ class Follower:
             self.seen[_record_key(record)] = float(record.created)
 
     def poll(self) -> list[Any]:
-        """The records added since the last poll, in insertion order."""
-        fresh = self._window()
+        """The records added since the last poll, in insertion order.
+
+        Raises:
+            CLIError: the store is gone (see :attr:`check`).
+        """
+        if self.check is not None:
+            self.check()
+        try:
+            fresh = self._window()
+        except Exception:
+            if self.check is not None:
+                self.check()  # gone meanwhile (a dropped table fails the query)
+            raise
         if fresh:
             self.last = max(self.last, *(float(r.created) for r in fresh))
             floor = self.last - _FOLLOW_LAG

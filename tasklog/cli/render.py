@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -47,7 +48,9 @@ def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     terminal = stream.isatty()
     width = None if terminal or os.environ.get("COLUMNS") else 200
-    return Console(file=stream, width=width, highlight=False, soft_wrap=not terminal)
+    return Console(
+        file=stream, width=width, highlight=False, markup=False, soft_wrap=not terminal
+    )
 
 
 def _time_text(when: datetime | float | None) -> str:
@@ -71,6 +74,32 @@ def _duration_text(value: timedelta | float | None) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
+def shown_name(name: Any) -> str:
+    """A task name as a table or log line shows it: control characters escaped.
+
+    Records keep the name they were logged with; only what is printed
+    changes. ``a\nb`` shows as ``a\\nb``, a tab as ``\\t``, an empty name
+    as ``""``, so one record stays one line and one row.
+    """
+    text = "" if name is None else str(name)
+    if text == "":
+        return '""'
+    if not any(unicodedata.category(c)[0] == "C" for c in text):
+        return text
+    return "".join(
+        repr(c)[1:-1] if unicodedata.category(c)[0] == "C" else c for c in text
+    )
+
+
+def _shown_record(record: Any) -> Any:
+    """*record*, with a copy's task name escaped when it needs it (see :func:`shown_name`)."""
+    name = getattr(record, "task_name", None)
+    shown = shown_name(name)
+    if shown == name or not isinstance(record, BaseModel):
+        return record
+    return record.model_copy(update={"task_name": shown})
+
+
 def _outcome(action: str) -> Text:
     return Text(action, _STYLE_BY_OUTCOME.get(action, "cyan"))
 
@@ -89,9 +118,10 @@ def format_record(record: Any) -> str:
     """One record as the log line of SPEC §4, its traceback on the following lines.
 
     ``[2024-03-04 12:00:00.000] [INFO] [task] message`` in local time, as
-    ``run.output()`` writes it (:func:`tasklog.runs.format_records`).
+    ``run.output()`` writes it (:func:`tasklog.runs.format_records`), with
+    control characters in the task name escaped (:func:`shown_name`).
     """
-    return format_records([record])
+    return format_records([_shown_record(record)])
 
 
 def print_records(records: Iterable[Any], out: Console) -> None:
@@ -155,13 +185,13 @@ def tasks_table(latest: Iterable[Any]) -> Table:
     """The newest record of each task: task, last action, when."""
     table = Table("Task", "Last action", "Last record")
     for r in latest:
-        table.add_row(r.task_name, _outcome(str(r.action)), _time_text(r.created))
+        table.add_row(shown_name(r.task_name), _outcome(str(r.action)), _time_text(r.created))
     return table
 
 
 def runs_table(task: str, found: list[Any]) -> Table:
     """Runs of *task*: run id, start, duration, outcome."""
-    table = Table("Run id", "Start", title=f"Runs of {task}")
+    table = Table("Run id", "Start", title=f"Runs of {shown_name(task)}")
     table.add_column("Duration", justify="right")
     table.add_column("Outcome")
     for run in found:
@@ -186,7 +216,7 @@ def stats_table(result: Any, title: str = "Statistics") -> Table:
             table.add_section()
             name = Text("total", "bold")
         else:
-            name = Text(figures.task_name)
+            name = Text(shown_name(figures.task_name))
         rate = figures.success_rate
         table.add_row(
             name,

@@ -34,10 +34,11 @@ import tempfile
 import threading
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ..exceptions import StoreDataError
 from ..query import Equal, Query, predicate, sort_rows
 from ..schema import FieldInfo
 from .base import ModelT, Repository, Row, plan_prune
@@ -63,6 +64,21 @@ def _allow_large_fields() -> None:
     """Raise the csv module's field size limit (process-wide) so any field reads back."""
     if csv.field_size_limit() < _FIELD_LIMIT:
         csv.field_size_limit(_FIELD_LIMIT)
+
+
+def _csv_text(table: Iterable[Any], *, quote_all: bool = False) -> str:
+    """*table* as CSV text, one line a row.
+
+    The csv module quotes a cell only for the line terminator's characters
+    (``\n``), so a cell with a carriage return needs ``csv.QUOTE_ALL`` (which
+    reads back the same: the reader does not tell ``""`` from an empty cell).
+    """
+    out = io.StringIO()
+    if quote_all:
+        csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(table)
+    else:
+        csv.writer(out, lineterminator="\n").writerows(table)
+    return out.getvalue()
 
 
 def _lock(f: IO[Any] | int, exclusive: bool) -> None:
@@ -363,11 +379,14 @@ class CSVFileRepo(Repository[ModelT]):
         """The CSV text of *rows*. The csv module writes a ``str``, ``int`` or
         ``float`` cell, and None, exactly as :meth:`FieldInfo.encode_text`
         would, so only other values go through it."""
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+        text = _csv_text(self._table(rows))
+        if "\r" in text:  # rare: quote every cell, so a carriage return stays in its cell
+            text = _csv_text(self._table(rows), quote_all=True)
+        return text
+
+    def _table(self, rows: list[Row]) -> Iterable[Any]:
         if self._plain is not None:  # every cell as-is, in file order: done in C
-            writer.writerows(map(self._plain, rows))
-            return out.getvalue()
+            return map(self._plain, rows)
         width = len(self._header)
         cols = [
             (self._col[info.name], info.name, _PASS_THROUGH.get(info.kind, ()), info.encode_text)
@@ -380,8 +399,7 @@ class CSVFileRepo(Repository[ModelT]):
                 value = row[name]
                 cells[i] = value if value is None or type(value) in plain else encode(value)
             table.append(cells)
-        writer.writerows(table)
-        return out.getvalue()
+        return table
 
     def _raw_rows(self, *, locked: bool = False) -> Iterator[list[str]]:
         """Data rows as lists of cells, up to a batch boundary, streaming.
@@ -432,13 +450,29 @@ class CSVFileRepo(Repository[ModelT]):
                     return
             yield held
 
-    def _decode(self, cells: list[str]) -> Row:
+    def _decode(self, n: int, cells: list[str]) -> Row:
         row: Row = {}
         width = len(cells)
         for info in self._fields:
             i = self._col[info.name]
-            row[info.name] = info.decode_text(cells[i]) if i < width else None
+            row[info.name] = self._cell(n, info, cells[i]) if i < width else None
         return row
+
+    def _cell(self, n: int, info: FieldInfo, text: str) -> Any:
+        """The value of cell *text* of data row *n* (from 0) in column *info*.
+
+        Raises:
+            StoreDataError: the text is not a value of the field's type; the
+                message names the file, the row and the column.
+        """
+        try:
+            return info.decode_text(text)
+        except ValueError:
+            msg = (
+                f"CSV file {str(self.filename)!r}, row {n + 1} (after the header), column "
+                f"{info.name!r}: {text!r} is not a valid {info.kind}."
+            )
+            raise StoreDataError(msg) from None
 
     def _matches(self, query: Query, *, locked: bool = False) -> Iterator[tuple[int, list[str]]]:
         """``(row number, cells)`` of matching rows, in file order."""
@@ -448,7 +482,7 @@ class CSVFileRepo(Repository[ModelT]):
         for n, cells in enumerate(self._raw_rows(locked=locked)):
             if infos:
                 width = len(cells)
-                values = [info.decode_text(cells[i]) if i < width else None for i, info in infos]
+                values = [self._cell(n, info, cells[i]) if i < width else None for i, info in infos]
                 if not test(values):
                     continue
             yield n, cells
@@ -473,9 +507,9 @@ class CSVFileRepo(Repository[ModelT]):
         """Stream matching rows (sorted results are collected first)."""
         if limit == 0:
             return
-        matches = (cells for _, cells in self._matches(query))
+        matches = self._matches(query)
         if query.order:
-            rows = [self._decode(c) for c in matches]
+            rows = [self._decode(n, c) for n, c in matches]
             sort_rows(rows, query.order, lambda r, n: r[n])
             if reverse:
                 rows.reverse()
@@ -483,13 +517,13 @@ class CSVFileRepo(Repository[ModelT]):
             return
         if reverse:
             tail = deque(matches, maxlen=limit)
-            for cells in reversed(tail):
-                yield self._decode(cells)
+            for n, cells in reversed(tail):
+                yield self._decode(n, cells)
             return
-        for n, cells in enumerate(matches):
-            if limit is not None and n >= limit:
+        for count, (n, cells) in enumerate(matches):
+            if limit is not None and count >= limit:
                 return
-            yield self._decode(cells)
+            yield self._decode(n, cells)
 
     def count_rows(self, query: Query) -> int:
         """Count matches in one pass over the file (no CSV parsing for an unconditional count)."""
@@ -548,13 +582,15 @@ class CSVFileRepo(Repository[ModelT]):
             try:
                 with open(fd, "w", encoding=_ENCODING, newline="") as out:
                     writer = csv.writer(out, lineterminator="\n")
+                    quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
                     writer.writerow(self._header)
                     for n, cells in enumerate(self._raw_rows(locked=True)):
                         new = change(n, cells)
                         if new is not cells:
                             changed += 1
                         if new is not None:
-                            writer.writerow(new)
+                            cr = any("\r" in c for c in new if isinstance(c, str))
+                            (quoted if cr else writer).writerow(new)
                     out.flush()
                     os.fsync(out.fileno())
                     st = os.fstat(out.fileno())
