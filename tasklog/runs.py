@@ -415,8 +415,15 @@ class Run(RunLogger):
         self._heartbeat_stop = self._heartbeat_thread = None
 
     # ------------------------------------------------- records from hooks
-    def _log_started(self, start: datetime | None = None) -> None:
-        """Log the ``run`` record without making the run current (scheduler hooks)."""
+    def _log_started(
+        self, start: datetime | None = None, *, action: str = Action.RUN.value,
+        message: str | None = None,
+    ) -> None:
+        """Log the ``run`` record without making the run current (scheduler hooks).
+
+        A hook resuming a run logged elsewhere (a retry) gives another
+        *action* and *message*; the run's clock starts here either way.
+        """
         state = self._state
         self._entered = True
         state.start = start or datetime.now(timezone.utc)
@@ -425,7 +432,7 @@ class Run(RunLogger):
         )
         described = " ".join(f"{k}={v}" for k, v in self.fields.items())
         text = f"Run started ({described})" if described else "Run started"
-        self._log_action(logging.INFO, Action.RUN.value, text, {"start": state.start})
+        self._log_action(logging.INFO, action, message or text, {"start": state.start})
 
     def _log_closed(
         self, action: str, message: str, *, level: int = logging.INFO,
