@@ -454,3 +454,20 @@ def test_stale_prune_temporary_is_removed(tmp_path: Path) -> None:
     assert (-signal.SIGKILL, 1, 4, [], True, [4, 5]) == (
         code, len(stale), deleted, glob.glob(pattern), other.exists(), _ids(path)
     )
+
+
+def test_full_disk_while_writing_a_new_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file rotated away on a full disk: the header write that fails half-way
+    is undone too, and the next write gives the new file a whole header."""
+    path = tmp_path / "rot.csv"
+    repo = CSVFileRepo(path, model=TaskRunRecord)
+    repo.add_many(_records(range(2)))
+    path.rename(tmp_path / "rot.csv.1")
+    monkeypatch.setattr(csv_file, "_write_all", _enospc_after(0.5, [1]))
+    with pytest.raises(OSError, match="space"):
+        repo.add_many(_records(range(2, 4)))
+    empty = path.read_bytes()
+    repo.add_many(_records(range(2, 4)))
+    assert (b"", [2, 3]) == (empty, _ids(path))

@@ -91,6 +91,19 @@ def _unlock(f: IO[Any] | int) -> None:
         fcntl.flock(f, fcntl.LOCK_UN)
 
 
+_OPEN_FLAGS = (
+    os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """Up to *size* bytes at *offset* (``os.pread`` where there is one)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover  (Windows)
+    return os.read(fd, size)  # pragma: no cover
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """Write all of *data* (``os.write`` may write less than asked)."""
     view = memoryview(data)
@@ -109,7 +122,7 @@ def _scan(fd: int, start: int, end: int) -> tuple[bool, int, bytes]:
     boundary = pos = start
     last = b""
     while pos < end:
-        chunk = os.pread(fd, min(_CHUNK, end - pos), pos)
+        chunk = _pread(fd, min(_CHUNK, end - pos), pos)
         if not chunk:
             break
         if b'"' not in chunk:
@@ -146,7 +159,7 @@ def _torn_tail(fd: int, start: int, end: int, width: int) -> tuple[bool, int | N
     odd, boundary, last = _scan(fd, start, end)
     if not odd and (last in _LINE_ENDS or start == end):
         return True, None  # the fast answer for every file tasklog wrote whole
-    text = os.pread(fd, end - boundary, boundary).decode("latin-1")  # one char per byte
+    text = _pread(fd, end - boundary, boundary).decode("latin-1")  # one char per byte
     pos = boundary
     row_start: int | None = None
     row: list[str] = []
@@ -190,11 +203,11 @@ def _known_boundary(fd: int, key: tuple[int, int], size: int) -> int:
     if known is None or known[0] > size:
         return 0
     offset, before = known
-    return offset if os.pread(fd, len(before), offset - len(before)) == before else 0
+    return offset if _pread(fd, len(before), offset - len(before)) == before else 0
 
 
 def _remember(fd: int, key: tuple[int, int], offset: int) -> None:
-    before = os.pread(fd, min(offset, 16), max(offset - 16, 0)) if offset else b""
+    before = _pread(fd, min(offset, 16), max(offset - 16, 0)) if offset else b""
     with _checked_lock:
         _checked[key] = (offset, before)
 
@@ -306,7 +319,7 @@ class CSVFileRepo(Repository[ModelT]):
         with self._thread_lock:
             while True:
                 fd = os.open(
-                    self.filename, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666
+                    self.filename, _OPEN_FLAGS, 0o666
                 )
                 try:
                     _lock(fd, exclusive=True)
@@ -335,7 +348,11 @@ class CSVFileRepo(Repository[ModelT]):
         if size == 0:
             out = io.StringIO()
             csv.writer(out, lineterminator="\n").writerow(self._header)
-            _write_all(fd, out.getvalue().encode(_ENCODING))
+            try:
+                _write_all(fd, out.getvalue().encode(_ENCODING))
+            except BaseException:
+                os.ftruncate(fd, 0)  # a full disk: no half header
+                raise
             _remember(fd, key, os.fstat(fd).st_size)
             return
         start = _known_boundary(fd, key, size)
@@ -356,7 +373,7 @@ class CSVFileRepo(Repository[ModelT]):
 
     def _fence(self, fd: int, start: int, end: int) -> None:
         """Move the torn row ``[start, end)`` to :attr:`torn_filename`, then cut it off."""
-        data = os.pread(fd, end - start, start)
+        data = _pread(fd, end - start, start)
         kept = ""
         try:
             with open(self.torn_filename, "ab") as side:
