@@ -95,7 +95,7 @@ def test_missing_value_is_one_line(runner: CliRunner, url: str, command: str, op
     assert_usage_error(result, option)
 
 
-@pytest.mark.parametrize("args", [["tasks", "--bogus"], ["runs"], ["nope"],
+@pytest.mark.parametrize("args", [["tasks", "--bogus"], ["logs"], ["nope"],
                                   ["export", "--format"]])
 def test_click_usage_errors_are_one_line(runner: CliRunner, url: str, args: list[str]) -> None:
     """An unknown option, a missing argument, an unknown command: one line, exit 2."""

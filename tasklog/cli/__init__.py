@@ -32,5 +32,5 @@ __all__ = [
 ]
 
 register(reading.tasks, reading.runs, reading.logs, reading.stats, reading.errors, reading.tail)
-register(managing.prune, managing.export, managing.copy)
+register(managing.prune, managing.mark_crashed, managing.export, managing.copy)
 register(demo.demo)

@@ -10,10 +10,11 @@ from typing import Any
 
 import typer
 
-from ..inspect import list_runs, store_kind
+from ..inspect import store_kind
 from ..repos import Repository
 from ..stats import stats as compute_stats
 from . import render
+from ._runs import find_runs
 from .app import CLIError, state
 
 __all__ = ["demo"]
@@ -79,7 +80,7 @@ def demo(ctx: typer.Context) -> None:
     _demo_runs(repo)
     out = render.console()
     for task in ("nightly-report", "fetch-prices", "cleanup-tmp"):
-        out.print(render.runs_table(task, list_runs(repo, task, 5)))
+        out.print(render.runs_table(task, find_runs(repo, task_name=task, limit=5)))
     out.print(render.stats_table(compute_stats(repo)))
     if store_kind(current.url) != "memory":
         options = ""

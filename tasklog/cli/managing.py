@@ -19,11 +19,13 @@ from ..config import repo_url
 from ..inspect import StoreNotFoundError, open_existing
 from ..repos import Repository, open_repo
 from . import render
+from ._runs import crash_candidates
+from ._runs import mark_crashed as write_crashes
 from .app import CLIError, state
 from .options import TaskOption, age, age_option, count_option
-from .reading import require_task
+from .reading import require_runs, require_task
 
-__all__ = ["copy", "export", "prune"]
+__all__ = ["copy", "export", "mark_crashed", "prune"]
 
 _BATCH = 1000
 
@@ -74,6 +76,44 @@ def _count_prune(
         for n, r in enumerate(records)
     )
     return len(plan_prune(rows, keep_runs, cutoff))
+
+
+def mark_crashed(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str | None,
+        age_option("--older-than", "Also mark open runs that started before this: 12h, 1d, 2w."),
+    ] = None,
+    stale_after: Annotated[
+        str | None,
+        age_option(
+            "--stale-after", "Also mark open runs that logged nothing for this long: 30m, 2h."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show the runs it would mark.")
+    ] = False,
+) -> None:
+    """Write 'crash' for runs that died without a closing record.
+
+    An open run is marked when its process is gone on this host, or it
+    started before --older-than, or its newest record is older than
+    --stale-after. A run whose process is alive on this host never is.
+    """
+    old = None if older_than is None else age(older_than, "--older-than")
+    stale = None if stale_after is None else age(stale_after, "--stale-after")
+    repo = state(ctx).open_for_reading()
+    require_runs(repo, "'tail' or 'errors'")
+    candidates = crash_candidates(repo, older_than=old, stale_after=stale)
+    if not candidates:
+        typer.echo("No dead runs found; nothing marked.")
+        return
+    if dry_run:
+        title = f"Would mark {len(candidates)} run(s) crashed (dry run, nothing written)"
+        render.console().print(render.crash_table(candidates, title))
+        return
+    marked = write_crashes(repo, candidates)
+    render.console().print(render.crash_table(candidates, f"Marked {len(marked)} run(s) crashed"))
 
 
 # ------------------------------------------------------- export and copy

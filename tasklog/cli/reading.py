@@ -10,11 +10,12 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from ..inspect import has_task, latest_per_task, list_runs, newest
+from ..inspect import has_task, latest_per_task, newest
 from ..query import greater_equal, in_
 from ..repos import Repository
 from ..stats import stats as compute_stats
 from . import render
+from ._runs import find_runs, statuses
 from .app import CLIError, state
 from .options import JsonOption, TaskArgument, TaskOption, age, age_option, count_option
 
@@ -56,22 +57,58 @@ def tasks(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 def runs(
     ctx: typer.Context,
-    task: TaskArgument,
+    task: Annotated[
+        str | None, typer.Argument(metavar="[TASK]", help="The task (default: every task).")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            "-s",
+            metavar="S",
+            help="Only runs with this outcome (success, fail, crash, ...), 'running' (still "
+            "open) or 'lost' (open, and its process is gone on this host); several with commas.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, age_option("--since", "Only runs started since: 1d, 12h, 2w or an ISO date.")
+    ] = None,
+    until: Annotated[
+        str | None, age_option("--until", "Only runs started before: 1d, 12h or an ISO date.")
+    ] = None,
     limit: Annotated[int, count_option("Show at most N runs.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """Runs of a task, newest first.
+    """Runs, newest first, of one task or of all.
 
-    Each run with its id, start, duration and outcome (the closing action).
+    Each run with its task, id, start, duration and outcome (the closing
+    action; 'running' while open, 'lost' when open and its process is gone on
+    this host — worked out as it is shown, nothing is written).
     """
+    wanted = None if status is None else _statuses(status)
+    start = None if since is None else age(since, "--since")
+    end = None if until is None else age(until, "--until")
     repo = state(ctx).open_for_reading()
     require_runs(repo, "'tail' or 'errors'")
-    require_task(repo, task)
-    found = list_runs(repo, task, limit)
+    if task is not None:
+        require_task(repo, task)
+    found = find_runs(
+        repo, task_name=task, status=wanted, since=start, until=end, limit=limit
+    )
     if as_json:
         render.print_json([run.as_json() for run in found])
     else:
         render.console().print(render.runs_table(task, found))
+
+
+def _statuses(text: str) -> list[str]:
+    known = statuses()
+    wanted = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [part for part in wanted if part not in known]
+    if unknown or not wanted:
+        msg = f"Invalid value {text!r} for --status: use one or more of {', '.join(known)}."
+        raise CLIError(msg)
+    return wanted
 
 
 def _resolve_run_ids(repo: Repository[Any], task: str, wanted: list[str]) -> list[str]:

@@ -21,6 +21,7 @@ from ..runs import format_records
 
 __all__ = [
     "console",
+    "crash_table",
     "format_record",
     "iso",
     "print_json",
@@ -36,6 +37,7 @@ __all__ = [
 _STYLE_BY_LEVEL = {"ERROR": "red", "CRITICAL": "bold red", "WARNING": "yellow", "DEBUG": "dim"}
 _STYLE_BY_OUTCOME = {
     "success": "green",
+    "lost": "bold red",
     "fail": "red",
     "crash": "red",
     "inaction": "yellow",
@@ -189,17 +191,30 @@ def tasks_table(latest: Iterable[Any]) -> Table:
     return table
 
 
-def runs_table(task: str, found: list[Any]) -> Table:
-    """Runs of *task*: run id, start, duration, outcome."""
-    table = Table("Run id", "Start", title=f"Runs of {shown_name(task)}")
+def runs_table(task: str | None, found: list[Any]) -> Table:
+    """Runs of *task* (of every task, with a task column, when None): run id,
+    start, duration, outcome (or ``running``/``lost`` while open)."""
+    title = "Runs" if task is None else f"Runs of {shown_name(task)}"
+    table = Table(*(["Task"] if task is None else []), "Run id", "Start", title=title)
     table.add_column("Duration", justify="right")
     table.add_column("Outcome")
     for run in found:
-        table.add_row(
+        cells = [
             run.run_id,
             _time_text(run.start),
             _duration_text(run.runtime),
-            _outcome(run.outcome or "running"),
+            _outcome(getattr(run, "status", None) or run.outcome or "running"),
+        ]
+        table.add_row(*([shown_name(run.task_name)] if task is None else []), *cells)
+    return table
+
+
+def crash_table(candidates: list[tuple[Any, float, str]], title: str) -> Table:
+    """Runs to mark crashed: task, run id, start, last record, why."""
+    table = Table("Task", "Run id", "Start", "Last record", "Why", title=title)
+    for run, last_seen, why in candidates:
+        table.add_row(
+            shown_name(run.task_name), run.run_id, _time_text(run.start), _time_text(last_seen), why
         )
     return table
 
