@@ -36,6 +36,7 @@ from .records import (
 from .repos import CSVFileRepo, MemoryRepo, Repository, Result, open_repo
 
 if TYPE_CHECKING:
+    from .repos.redis_store import RedisRepo
     from .repos.sql import SQLRepo
 from .runs import Run, current_run
 from .stats import Stats, TaskStats, mark_crashed, stats
@@ -50,6 +51,7 @@ __all__ = [
     "MemoryRepo",
     "MinimalRecord",
     "MinimalRunRecord",
+    "RedisRepo",
     "RepoHandler",
     "Repository",
     "Result",
@@ -88,6 +90,10 @@ def __getattr__(name: str) -> Any:
         from .repos.sql import SQLRepo
 
         return SQLRepo
+    if name == "RedisRepo":  # imported on first use: redis-py is an optional extra
+        from .repos.redis_store import RedisRepo
+
+        return RedisRepo
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

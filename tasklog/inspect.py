@@ -129,7 +129,7 @@ def model_for_columns(
 
 
 def store_kind(url: str) -> str:
-    """``"memory"``, ``"csv"`` or ``"sql"``: which kind of store *url* names.
+    """``"memory"``, ``"csv"``, ``"redis"`` or ``"sql"``: which kind of store *url* names.
 
     Raises:
         ConfigError: *url* names no store.
@@ -140,10 +140,13 @@ def store_kind(url: str) -> str:
         return "memory"
     if scheme == "csv" or (not scheme and text.lower().endswith(".csv")):
         return "csv"
+    if scheme in ("redis", "rediss"):
+        return "redis"
     if not scheme:
         msg = (
             f"{text!r} is not a repository URL; use memory://, csv:///path/file.csv "
-            "(or a path ending in .csv), sqlite:///file.db or another SQLAlchemy URL."
+            "(or a path ending in .csv), redis://host:port/db?key=NAME, sqlite:///file.db "
+            "or another SQLAlchemy URL."
         )
         raise ConfigError(msg)
     return "sql"
@@ -197,6 +200,8 @@ def open_existing(url: str, *, table: str | None = None) -> Repository[Any]:
         return open_repo(text, model=TaskRunRecord)
     if kind == "csv":
         return _open_csv(text)
+    if kind == "redis":
+        return _open_redis(text)
     return _open_sql(text, table)
 
 
@@ -204,6 +209,34 @@ def _not_a_directory(path: Path, what: str) -> None:
     if path.is_dir():
         msg = f"{what} {str(path)!r} is a directory; name a file."
         raise ConfigError(msg)
+
+
+_KIND_TYPES: dict[str, Any] = {
+    "str": str, "int": int, "float": float, "bool": bool, "datetime": datetime,
+    "timedelta": timedelta, "json": Any,
+}
+
+
+def _open_redis(url: str) -> Repository[Any]:
+    from .repos.redis_store import RedisRepo, _hide_password, parse_redis_url
+
+    server, options = parse_redis_url(url)
+    key = options.get("key", "tasklog")
+    probe: RedisRepo[Any] = RedisRepo(server, key=key)
+    try:
+        fields = probe.stored_fields()
+    except Exception as err:
+        probe.close()
+        msg = f"Cannot read Redis key {key!r} at {_hide_password(probe.url)}: {err}."
+        raise ConfigError(msg) from None
+    if not fields:
+        probe.close()
+        msg = f"Redis key {key!r} holds no tasklog records ({_hide_password(url)})."
+        raise StoreNotFoundError(msg)
+    probe.close()
+    types = {name: _KIND_TYPES.get(kind, str) for name, kind in fields.items()}
+    model = model_for_columns(list(fields), types, where=f"Redis key {key!r}")
+    return RedisRepo(server, key=key, model=model)
 
 
 def _open_csv(url: str) -> Repository[Any]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the same tests run over memory, CSV, SQLite and PostgreSQL."""
+"""Shared fixtures: the same tests run over memory, CSV, SQLite, PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 from _postgres import PostgresServer, session_postgres_server, session_postgres_url
+from _redis import session_redis_url
 from pydantic import BaseModel
 
 from tasklog import CSVFileRepo, MemoryRepo, MinimalRunRecord, Repository, SQLRepo
 
-STORES = ("memory", "csv", "sqlite", "postgresql")
+STORES = ("memory", "csv", "sqlite", "postgresql", "redis")
 
 RepoFactory = Callable[..., Repository[Any]]
 
@@ -23,6 +24,12 @@ RepoFactory = Callable[..., Repository[Any]]
 def postgres_url(request: pytest.FixtureRequest) -> str:
     """SQLAlchemy URL of a PostgreSQL database for this test session."""
     return session_postgres_url(request)
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """URL of a Redis server for this test session (tests use keys of their own)."""
+    return session_redis_url(request)
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +53,9 @@ def store_url(store: str, tmp_path: Path, request: pytest.FixtureRequest, name: 
     if store == "postgresql":
         url: str = request.getfixturevalue("postgres_url")
         return f"{url}?table={name}"
+    if store == "redis":
+        server: str = request.getfixturevalue("redis_url")
+        return f"{server}?key={name}"
     msg = f"unknown store {store!r}"
     raise ValueError(msg)
 
@@ -70,6 +80,11 @@ def _make_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoF
         elif store == "postgresql":
             url = request.getfixturevalue("postgres_url")
             repo = SQLRepo(url=url, table=name, model=model, **options)
+        elif store == "redis":
+            from tasklog.repos.redis_store import RedisRepo
+
+            repo = RedisRepo(request.getfixturevalue("redis_url"), key=name, model=model,
+                             **options)
         else:
             msg = f"unknown store {store!r}"
             raise ValueError(msg)
@@ -80,7 +95,16 @@ def _make_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoF
     for repo in made:
         if isinstance(repo, SQLRepo) and repo.engine.dialect.name == "postgresql":
             repo.table.drop(repo.engine, checkfirst=True)
+        if type(repo).__name__ == "RedisRepo":
+            drop_redis_key(repo)
         repo.close()
+
+
+def drop_redis_key(repo: Any) -> None:
+    """Delete every Redis key of a RedisRepo's store."""
+    keys = list(repo.client.scan_iter(match="{" + repo.key + "}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        repo.client.delete(*keys[start : start + 500])
 
 
 @pytest.fixture(name="store", params=STORES)

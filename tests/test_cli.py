@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
+from conftest import drop_redis_key
 from typer.testing import CliRunner, Result
 
 from tasklog import MinimalRecord, MinimalRunRecord, SQLRepo, TaskRunRecord, open_repo
@@ -36,7 +37,7 @@ TRACEBACK = (
 )
 
 FILE_STORES = ("sqlite", "csv")
-STORES = ("sqlite", "csv", "postgresql")
+STORES = ("sqlite", "csv", "postgresql", "redis")
 
 
 def _at(offset: float) -> datetime:
@@ -126,10 +127,16 @@ def _store(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(name="make_url")
 def _make_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
-    """A factory ``make_url(store, name)`` of fresh store URLs (PostgreSQL tables dropped)."""
+    """A factory ``make_url(store, name)`` of fresh store URLs (PostgreSQL tables and
+    Redis keys dropped)."""
     tables: list[str] = []
+    keys: list[str] = []
 
     def make(store: str, name: str = "history") -> str:
+        if store == "redis":
+            key = f"cli_{uuid.uuid4().hex[:12]}"
+            keys.append(key)
+            return f"{request.getfixturevalue('redis_url')}?key={key}"
         if store != "postgresql":
             return url_of(store, tmp_path, name)
         table = f"cli_{uuid.uuid4().hex[:12]}"
@@ -137,6 +144,13 @@ def _make_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callab
         return f"{request.getfixturevalue('postgres_url')}?table={table}"
 
     yield make
+    if keys:
+        from tasklog.repos.redis_store import RedisRepo
+
+        for key in keys:
+            repo: RedisRepo[Any] = RedisRepo(request.getfixturevalue("redis_url"), key=key)
+            drop_redis_key(repo)
+            repo.close()
     if tables:
         engine = sa.create_engine(request.getfixturevalue("postgres_url"))
         with engine.begin() as conn:

@@ -134,7 +134,7 @@ class _Typed(BaseModel):
     tags: list[str] | None = None
 
 
-@pytest.mark.parametrize("store", ["memory", "csv", "sqlite", "postgresql"])
+@pytest.mark.parametrize("store", ["memory", "csv", "sqlite", "postgresql", "redis"])
 def test_bulk_insert_larger_than_one_statement(make_repo: Any, store: str) -> None:
     """A batch wider than one SQL statement's bound-variable limit is stored whole,
     in order, with every column's conversion (datetimes, seconds, booleans, JSON)."""
@@ -169,7 +169,7 @@ _AWKWARD = [
 ]
 
 
-@pytest.mark.parametrize("store", ["memory", "csv", "sqlite", "postgresql"])
+@pytest.mark.parametrize("store", ["memory", "csv", "sqlite", "postgresql", "redis"])
 def test_awkward_scalars_round_trip(make_repo: Any, store: str) -> None:
     """Text that looks like a NULL marker, a number, an end-of-data line or CSV
     syntax, special floats, huge integers and every scalar type come back exactly

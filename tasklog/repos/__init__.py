@@ -18,11 +18,13 @@ from .memory import MemoryRepo
 if TYPE_CHECKING:
     from sqlalchemy import URL
 
+    from .redis_store import RedisRepo
     from .sql import SQLRepo
 
 __all__ = [
     "CSVFileRepo",
     "MemoryRepo",
+    "RedisRepo",
     "Repository",
     "Result",
     "SQLRepo",
@@ -32,11 +34,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import the SQL backend (and SQLAlchemy) only when it is used."""
+    """Import the SQL and Redis backends (SQLAlchemy, redis-py) only when they are used."""
     if name == "SQLRepo":
         from .sql import SQLRepo
 
         return SQLRepo
+    if name == "RedisRepo":
+        from .redis_store import RedisRepo
+
+        return RedisRepo
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
 
@@ -69,6 +75,15 @@ def _open_csv(url: str, model: type[BaseModel], options: dict[str, Any]) -> Repo
         msg = f"{url!r} names no file; write csv:///path/to/file.csv."
         raise ConfigError(msg)
     return CSVFileRepo(filename=path, model=model, **options)
+
+
+def _open_redis(url: str, model: type[BaseModel], options: dict[str, Any]) -> Repository[Any]:
+    from .redis_store import RedisRepo, parse_redis_url
+
+    server, found = parse_redis_url(url)
+    for name, value in found.items():
+        options.setdefault(name, value)
+    return RedisRepo(server, model=model, **options)
 
 
 def parse_sql_url(url: str) -> tuple[URL, str | None]:
@@ -107,6 +122,7 @@ def _open_sql(url: str, model: type[BaseModel], options: dict[str, Any]) -> Repo
 
 _KNOWN = (
     "Known schemes: memory:// (?max_size=N), csv:///path/file.csv or a path ending in .csv, "
+    "redis://host:port/db (?key=NAME&max_size=N), "
     "and SQLAlchemy URLs such as sqlite:///app.db or postgresql+psycopg://user@host/db "
     "(?table=NAME)."
 )
@@ -114,6 +130,8 @@ _KNOWN = (
 _SCHEMES: dict[str, Callable[[str, type[BaseModel], dict[str, Any]], Repository[Any]]] = {
     "memory": _open_memory,
     "csv": _open_csv,
+    "redis": _open_redis,
+    "rediss": _open_redis,
 }
 
 
@@ -123,7 +141,8 @@ def open_repo(
     """Open the repository a URL names.
 
     ``memory://`` (``?max_size=1000``), ``csv:///path/file.csv`` or any path
-    ending in ``.csv``, and every SQLAlchemy URL (``sqlite:///app.db``,
+    ending in ``.csv``, ``redis://host:port/db`` (``?key=NAME&max_size=N``;
+    ``rediss://`` for TLS), and every SQLAlchemy URL (``sqlite:///app.db``,
     ``postgresql+psycopg://user@host/db``) with ``?table=NAME``.
 
     Raises:

@@ -1,4 +1,4 @@
-"""One set of behaviour tests, run over every store: memory, CSV, SQLite and PostgreSQL.
+"""One set of behaviour tests, run over every store: memory, CSV, SQLite, PostgreSQL, Redis.
 
 Every query behaviour of SPEC §2 must give the same records in the same order on
 each store. Store-specific guarantees (CSV quoting, SQL tables) follow in their
@@ -630,6 +630,10 @@ class TestRepository:
             return
         if isinstance(first, CSVFileRepo):
             second: Repository[Any] = CSVFileRepo(first.filename)
+        elif type(first).__name__ == "RedisRepo":
+            from tasklog.repos.redis_store import RedisRepo
+
+            second = RedisRepo(first.url, key=first.key)
         else:
             assert isinstance(first, SQLRepo)
             second = SQLRepo(url=first.engine.url, table=first.table_name)

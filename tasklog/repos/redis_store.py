@@ -1,0 +1,823 @@
+"""``RedisRepo``: records in Redis, indexed so that queries do not read every record.
+
+Every key lives under one hash tag, ``{key}:...``, so the whole store sits in
+one slot of a Redis Cluster and every operation is one Lua script call: atomic
+and one round trip (see :mod:`tasklog.repos.redis_lua` for the layout).
+
+- A batch is one script call that takes ids from a counter, stores the rows in
+  a hash and adds them to the indexes: a sorted set of every id, one per value
+  of ``task_name``, ``action`` and ``run_id`` (scored by id, so ordered by
+  insertion), one of ``created`` (scored by ``created``), and per task the
+  newest record of each run (for ``prune(keep_runs=...)``). A token makes a
+  batch retried after a lost reply count once.
+- A query walks the smallest candidate set (an equality or ``in_`` on an
+  indexed field, a ``created`` range, or all ids) in insertion order, checks
+  the other indexed conditions inside Redis, and tests every condition on the
+  fetched rows in Python with the shared predicates. Counts of indexed
+  conditions never fetch rows.
+- ``delete``, ``update``, ``prune`` and ``max_size`` (a ring: the oldest
+  records go) update every index in the same script call.
+- A capped stream (one entry per batch) wakes up :meth:`RedisRepo.records_after`
+  callers: ``tail -f`` and event feeds without polling the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..exceptions import ConfigError
+from ..query import (
+    Between,
+    Equal,
+    GreaterEqual,
+    GreaterThan,
+    In,
+    LessEqual,
+    LessThan,
+    NotIn,
+    Operator,
+    Query,
+    sort_rows,
+)
+from .base import ModelT, Repository, Row, plan_prune
+from .redis_lua import SCRIPT
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = ["RedisRepo", "parse_redis_url"]
+
+_SLOTS = ("task_name", "action", "run_id")
+_INDEXABLE = ("str", "int")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICRO = timedelta(microseconds=1)
+_PAGE = 500
+_BUDGET = 2000
+_CHUNK = 1000
+_DEFAULT_URL = "redis://localhost:6379/0"
+
+
+def parse_redis_url(url: str) -> tuple[str, dict[str, Any]]:
+    """Split ``redis://host:port/db?key=NAME&max_size=N`` into the server URL and options.
+
+    Raises:
+        ConfigError: an option is invalid.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict[str, Any] = {}
+    rest = []
+    for name, value in query:
+        if name == "key":
+            options["key"] = value
+        elif name == "max_size":
+            try:
+                options["max_size"] = int(value)
+            except ValueError:
+                msg = f"URL option max_size={value!r} must be an integer."
+                raise ConfigError(msg) from None
+        else:
+            rest.append((name, value))
+    server = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return server, options
+
+
+@dataclass
+class _Layout:
+    """How the rows of one set of fields are stored (registered in ``{key}:layouts``)."""
+
+    id: int
+    kinds: dict[str, str]
+    head: tuple[str | None, str | None, str | None]
+    """Per header slot (task_name, action, run_id): the kind stored there, or None."""
+    scored: bool
+    """Whether ``created`` is a number (it gets a score in the ``created`` index)."""
+    body: tuple[str, ...]
+    times: tuple[tuple[str, str], ...]
+    """Body fields stored as integer microseconds: (name, "datetime" | "timedelta")."""
+    times_at: tuple[tuple[int, bool], ...] = ()
+    """Positions in the body of the time fields (True for a datetime)."""
+    jsons_at: tuple[tuple[int, str], ...] = ()
+    """Positions in the body of JSON fields, and their names."""
+    views: dict[int, tuple[bool, tuple[str, ...], dict[str, Any]]] = field(default_factory=dict)
+    """Per schema id: (rows need adapting, model fields kept, defaults of missing fields)."""
+
+    @staticmethod
+    def spec(kinds: dict[str, str]) -> str:
+        """The layout's registered text."""
+        return json.dumps({"f": [[n, k] for n, k in kinds.items()]}, separators=(",", ":"))
+
+    @classmethod
+    def build(cls, layout_id: int, kinds: dict[str, str]) -> _Layout:
+        """A layout of fields with these kinds."""
+        head = tuple(
+            kinds[name] if kinds.get(name) in _INDEXABLE else None for name in _SLOTS
+        )
+        in_head = {name for name, kind in zip(_SLOTS, head, strict=True) if kind is not None}
+        body = tuple(name for name in kinds if name not in in_head)
+        times = tuple(
+            (name, kinds[name]) for name in body if kinds[name] in ("datetime", "timedelta")
+        )
+        return cls(
+            id=layout_id,
+            kinds=dict(kinds),
+            head=head,  # type: ignore[arg-type]
+            scored=kinds.get("created") in ("float", "int"),
+            body=body,
+            times=times,
+            times_at=tuple(
+                (body.index(name), kind == "datetime") for name, kind in times
+            ),
+            jsons_at=tuple(
+                (i, name) for i, name in enumerate(body) if kinds[name] == "json"
+            ),
+        )
+
+
+def _token(value: Any, kind: str | None) -> str:
+    """One header token: ``-`` (null or absent), ``?`` (not indexed) or ``<bytes>:<text>``."""
+    if kind is None:
+        return "?"
+    if value is None:
+        return "-"
+    if isinstance(value, Enum):
+        value = value.value
+    text = value if kind == "str" else str(int(value))
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    return f"{size}:{text}"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    msg = f"Cannot store {type(value).__name__} value {value!r}."
+    raise TypeError(msg)
+
+
+class RedisRepo(Repository[ModelT]):
+    """A store in Redis, under keys ``{key}:...``.
+
+    Args:
+        url: the server, ``redis://[[user]:password@]host:port/db`` (``rediss://``
+            for TLS); options redis-py knows may follow as a query string.
+        key: the name of this store in the database (several stores may share
+            a database; several processes and hosts may write one store).
+        model: the record model (default :class:`~tasklog.MinimalRunRecord`).
+        max_size: keep at most this many records, evicting the oldest (a ring).
+            The cap is kept in Redis, so every writer of the key honours it;
+            None leaves the key's current cap (if any) as it is.
+        id_field: see :class:`~tasklog.repos.base.Repository`.
+        client: a ready ``redis.Redis`` (or ``RedisCluster``) to use instead of *url*;
+            it is not closed by :meth:`close`.
+
+    Raises:
+        ConfigError: the URL or the key is not usable.
+    """
+
+    prefers_batches = True
+
+    def __init__(
+        self,
+        url: str = _DEFAULT_URL,
+        *,
+        key: str = "tasklog",
+        model: type[ModelT] | None = None,
+        max_size: int | None = None,
+        id_field: str | None = None,
+        client: redis.Redis | None = None,
+    ) -> None:
+        super().__init__(model, id_field=id_field)
+        if not isinstance(key, str) or not key or "{" in key or "}" in key:
+            msg = f"key must be a non-empty string without braces, not {key!r}."
+            raise ConfigError(msg)
+        if max_size is not None and (
+            not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1
+        ):
+            msg = f"max_size must be a positive integer or None, not {max_size!r}."
+            raise ValueError(msg)
+        try:
+            import redis
+        except ImportError:
+            msg = "RedisRepo needs redis-py: pip install 'tasklog[redis]'."
+            raise ConfigError(msg) from None
+        self._redis = redis
+        self.key = key
+        self.url = url
+        self._owns_client = client is None
+        if client is None:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            try:
+                client = redis.Redis.from_url(
+                    url,
+                    socket_timeout=60,
+                    socket_connect_timeout=10,
+                    health_check_interval=30,
+                    retry=Retry(NoBackoff(), 1),
+                )
+            except ValueError as err:
+                msg = f"Cannot use Redis URL {_hide_password(url)!r}: {err}"
+                raise ConfigError(msg) from None
+        self.client: redis.Redis = client
+        self._prefix = "{" + key + "}:"
+        self._seq_key = self._prefix + "seq"
+        self._script = client.register_script(SCRIPT)
+        self._lock = threading.Lock()
+        self._layouts: dict[int, _Layout] = {}
+        self._by_spec: dict[str, _Layout] = {}
+        self._current: tuple[Any, _Layout] | None = None
+        self._pending: tuple[list[Row], str] | None = None
+        if max_size is not None:
+            self._call("cap", str(max_size))
+        self.max_size: int | None = max_size
+
+    # ------------------------------------------------------------ plumbing
+    def _call(self, op: str, *args: Any) -> Any:
+        return self._script(keys=[self._seq_key], args=[op, self._prefix, *args])
+
+    @property
+    def store_key(self) -> Hashable:
+        """The server, database and key."""
+        kwargs = self.client.connection_pool.connection_kwargs
+        where = kwargs.get("path") or (kwargs.get("host"), kwargs.get("port"))
+        return ("redis", where, kwargs.get("db", 0), self.key)
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether *error* means Redis is unreachable, busy, loading, full or failing over."""
+        r = self._redis
+        transient = (
+            r.ConnectionError, r.TimeoutError, r.BusyLoadingError,
+            r.exceptions.TryAgainError, r.exceptions.ClusterDownError,
+            r.exceptions.MasterDownError, r.exceptions.ReadOnlyError,
+            r.exceptions.OutOfMemoryError, OSError,
+        )
+        if isinstance(error, transient):
+            return True
+        return isinstance(error, r.ResponseError) and str(error).startswith(
+            ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY")
+        )
+
+    def close(self) -> None:
+        """Close the connections if this repository made the client."""
+        if self._owns_client:
+            self.client.close()
+
+    def __repr__(self) -> str:
+        """Server, key and model."""
+        return (
+            f"RedisRepo(url={_hide_password(self.url)!r}, key={self.key!r}, "
+            f"model={self.model.__name__})"
+        )
+
+    # -------------------------------------------------------------- layouts
+    def _layout(self) -> _Layout:
+        """The layout rows of the current model are written with."""
+        current = self._current
+        if current is not None and current[0] is self.schema:
+            return current[1]
+        kinds: dict[str, str] = {name: info.kind for name, info in self.schema.fields.items()}
+        layout = self._register(kinds)
+        self._current = (self.schema, layout)
+        return layout
+
+    def _register(self, kinds: dict[str, str]) -> _Layout:
+        spec = _Layout.spec(kinds)
+        found = self._by_spec.get(spec)
+        if found is not None:
+            return found
+        layout_id = int(self._call("layout", spec))
+        layout = _Layout.build(layout_id, kinds)
+        with self._lock:
+            self._layouts[layout_id] = layout
+            self._by_spec[spec] = layout
+        return layout
+
+    def _load_layouts(self) -> None:
+        stored: dict[bytes, bytes] = self.client.hgetall(  # type: ignore[assignment]
+            self._prefix + "layouts"
+        )
+        with self._lock:
+            for raw_id, raw_spec in stored.items():
+                layout_id = int(raw_id)
+                if layout_id in self._layouts:
+                    continue
+                spec = raw_spec.decode("utf-8")
+                kinds = dict(json.loads(spec)["f"])
+                layout = _Layout.build(layout_id, kinds)
+                self._layouts[layout_id] = layout
+                self._by_spec.setdefault(spec, layout)
+
+    def _layout_of(self, layout_id: int) -> _Layout:
+        layout = self._layouts.get(layout_id)
+        if layout is None:
+            self._load_layouts()
+            layout = self._layouts.get(layout_id)
+            if layout is None:
+                msg = f"Redis key {self.key!r} holds a row of unknown layout {layout_id}."
+                raise ValueError(msg)
+        return layout
+
+    def stored_fields(self) -> dict[str, str]:
+        """Every field the stored rows have, with its kind (the newest layout's kind wins).
+
+        Empty when nothing was ever written under the key.
+        """
+        self._load_layouts()
+        fields: dict[str, str] = {}
+        for layout_id in sorted(self._layouts):
+            fields.update(self._layouts[layout_id].kinds)
+        return fields
+
+    # ------------------------------------------------------------- encoding
+    def _encode(self, row: Row, layout: _Layout) -> bytes:
+        head = layout.head
+        parts = [str(layout.id), "|"]
+        for name, kind in zip(_SLOTS, head, strict=True):
+            if kind is None and name not in layout.kinds:
+                parts.append("-")  # an absent field reads as null
+            else:
+                parts.append(_token(row.get(name), kind))
+        if layout.scored:
+            created = row.get("created")
+            if created is None or created != created:  # None or NaN: no score
+                parts.append("-")
+            else:
+                text = repr(float(created)) if layout.kinds["created"] == "float" else str(created)
+                parts.append(f"{len(text)}:{text}")
+        else:
+            parts.append("-" if "created" not in layout.kinds else "?")
+        values = [row.get(name) for name in layout.body]
+        for i, is_datetime in layout.times_at:
+            value = values[i]
+            if value is not None:
+                values[i] = (value - _EPOCH) // _MICRO if is_datetime else value // _MICRO
+        for i, name in layout.jsons_at:
+            info = self.schema.fields.get(name)
+            if values[i] is not None and info is not None:
+                values[i] = info.adapter.dump_python(values[i], mode="json")
+        parts.append(json.dumps(values, separators=(",", ":"), ensure_ascii=False,
+                                default=_json_default))
+        return "".join(parts).encode("utf-8")
+
+    def _decode(self, value: bytes) -> tuple[_Layout, Row]:
+        """The layout of a stored value and every field it holds."""
+        bar = value.index(b"|")
+        layout = self._layout_of(int(value[:bar]))
+        pos = bar + 1
+        row: Row = {}
+        for slot in range(4):
+            c = value[pos]
+            if c == 45 or c == 63:  # "-" or "?"
+                text = None
+                pos += 1
+            else:
+                colon = value.index(b":", pos)
+                end = colon + 1 + int(value[pos:colon])
+                text = value[colon + 1 : end]
+                pos = end
+            if slot < 3:
+                kind = layout.head[slot]
+                if kind is not None:
+                    name = _SLOTS[slot]
+                    if text is None:
+                        row[name] = None
+                    else:
+                        row[name] = text.decode("utf-8") if kind == "str" else int(text)
+        body = json.loads(value[pos:])
+        row.update(zip(layout.body, body, strict=True))
+        for name, kind in layout.times:
+            micros = row[name]
+            if micros is not None:
+                delta = timedelta(microseconds=micros)
+                row[name] = _EPOCH + delta if kind == "datetime" else delta
+        return layout, row
+
+    def _view(self, value: bytes) -> Row:
+        """A stored value as a row of the current model (absent fields get defaults)."""
+        layout, row = self._decode(value)
+        key = id(self.schema)
+        view = layout.views.get(key)
+        if view is None:
+            names = self.schema.names
+            same = tuple(layout.kinds) == names
+            defaults: dict[str, Any] = {}
+            for name in names:
+                if name not in layout.kinds:
+                    info = self.model.model_fields[name]
+                    if not info.is_required():
+                        defaults[name] = info.get_default(call_default_factory=True)
+            view = (not same, tuple(n for n in names if n in layout.kinds), defaults)
+            layout.views[key] = view
+        adapt, kept, defaults = view
+        if not adapt:
+            return row
+        out = {name: row[name] for name in kept}
+        out.update(defaults)
+        return out
+
+    # ---------------------------------------------------------------- writes
+    def insert_rows(self, rows: list[Row]) -> None:
+        """Store *rows* as one batch: one script call, atomic.
+
+        A batch whose reply was lost (the connection dropped) and that the
+        handler retries carries the same token, so it is stored once.
+        """
+        if not rows:
+            return
+        layout = self._layout()
+        values = [self._encode(row, layout) for row in rows]
+        pending = self._pending
+        token = pending[1] if pending is not None and pending[0] is rows else uuid.uuid4().hex
+        try:
+            self._call("add", token, *values)
+        except (self._redis.ConnectionError, self._redis.TimeoutError):
+            self._pending = (rows, token)
+            raise
+        self._pending = None
+
+    # ----------------------------------------------------------------- plans
+    def _ikey(self, name: str, value: Any) -> str:
+        if value is None:
+            return f"{self._prefix}z:{name}"
+        if isinstance(value, Enum):
+            value = value.value
+        text = value if isinstance(value, str) else str(int(value))
+        return f"{self._prefix}x:{name}:{text}"
+
+    def _plan(self, query: Query) -> _Plan:
+        plan = _Plan()
+        created = self.schema.fields.get("created")
+        scored = created is not None and created.kind in ("float", "int")
+        lo, hi = float("-inf"), float("inf")
+        ranged = False
+        for name, op in query.conditions:
+            info = self.schema.fields[name]
+            if name in _SLOTS and info.kind in _INDEXABLE:
+                if type(op) is Equal:
+                    plan.groups.append([self._ikey(name, op.value)])
+                    continue
+                if isinstance(op, In) and not isinstance(op, NotIn):
+                    keys = list(dict.fromkeys(self._ikey(name, v) for v in op.values))
+                    if not keys:
+                        plan.empty = True
+                    plan.groups.append(keys)
+                    continue
+            if name == "created" and scored:
+                bounds = _bounds(op)
+                if bounds is not None:
+                    low, high, exact = bounds
+                    if low != low or high != high:  # NaN matches nothing
+                        plan.empty = True
+                    lo, hi = max(lo, low), min(hi, high)
+                    ranged = True
+                    if not exact or info.kind != "float":
+                        plan.residual = True
+                    continue
+            plan.residual = True
+        if ranged:
+            if lo > hi:
+                plan.empty = True
+            plan.range = (_score(lo), _score(hi))
+        return plan
+
+    def _walk(
+        self, plan: _Plan, *, reverse: bool = False, limit: int | None = None,
+        rows: bool = True,
+    ) -> Iterator[tuple[int, bytes]]:
+        """``(id, value)`` of the candidates the indexes give, in (reversed) insertion order.
+
+        With ``rows=False`` yields ``(count, b"")`` per page instead (a count of
+        indexed conditions, no rows fetched).
+        """
+        if plan.empty or limit == 0:
+            return
+        groups = plan.groups
+        filters: list[dict[str, Any]] = []
+        driver: list[str] | None
+        if not groups and plan.range is None:
+            driver = [self._prefix + "ids"]
+        elif len(groups) == 1 and plan.range is None:
+            driver = groups[0]
+        else:
+            spec: dict[str, Any] = {"g": groups}
+            if plan.range is not None:
+                spec["lo"], spec["hi"] = plan.range
+            sizes = [int(n) for n in self._call("sizes", _dumps(spec))]
+            total, counts = sizes[0], sizes[1:]
+            if min(counts) == 0:
+                return
+            smallest = min(counts)
+
+            def cost(size: int) -> float:
+                if limit is None:
+                    return size
+                return min(size, limit * size / max(1, smallest))
+
+            options = [(cost(n), i) for i, n in enumerate(counts)]
+            if plan.range is not None:
+                options[-1] = (counts[-1], len(counts) - 1)  # a range is read whole
+                options.append((cost(total), -1))
+            _, best = min(options)
+            if best == -1:
+                driver = [self._prefix + "ids"]
+                filters = [{"k": g} for g in groups]
+            elif best < len(groups):
+                driver = groups[best]
+                filters = [{"k": g} for i, g in enumerate(groups) if i != best]
+            else:
+                driver = None
+                filters = [{"k": g} for g in groups]
+            if plan.range is not None and best != len(groups):
+                filters.append({"lo": plan.range[0], "hi": plan.range[1]})
+        want = _PAGE if plan.residual or limit is None else min(limit, _PAGE * 2)
+        if not rows:
+            want = _BUDGET * 5
+        if driver is None:
+            assert plan.range is not None
+            found = sorted(int(i) for i in self._call("range", *plan.range))
+            if reverse:
+                found.reverse()
+            for start in range(0, len(found), _CHUNK):
+                chunk = found[start : start + _CHUNK]
+                page = {"ids": chunk, "f": filters, "n": len(chunk), "rows": rows}
+                yield from self._page(page, rows)
+            return
+        cursor: int | None = None
+        while True:
+            page = {"k": driver, "c": cursor, "r": reverse, "n": want,
+                    "b": max(want, _BUDGET), "f": filters, "rows": rows}
+            if cursor is None:
+                del page["c"]
+            out = self._call("page", _dumps(page))
+            yield from self._parse(out, rows)
+            if not out[0]:
+                return
+            cursor = int(out[0])
+
+    def _page(self, page: dict[str, Any], rows: bool) -> Iterator[tuple[int, bytes]]:
+        yield from self._parse(self._call("page", _dumps(page)), rows)
+
+    @staticmethod
+    def _parse(out: list[Any], rows: bool) -> Iterator[tuple[int, bytes]]:
+        n = int(out[1])
+        if not rows:
+            yield n, b""
+            return
+        ids = out[2 : 2 + n]
+        values = out[2 + n : 2 + 2 * n]
+        for raw_id, value in zip(ids, values, strict=True):
+            if value is not None:
+                yield int(raw_id), value
+
+    def _matching(
+        self, query: Query, *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[tuple[int, bytes, Row]]:
+        """``(id, value, row)`` of every match, in (reversed) insertion order."""
+        plan = self._plan(query)
+        tests = [(name, op.test) for name, op in query.conditions]
+        found = 0
+        for row_id, value in self._walk(plan, reverse=reverse, limit=limit):
+            row = self._view(value)
+            if all(test(row.get(name)) for name, test in tests):
+                yield row_id, value, row
+                found += 1
+                if limit is not None and found >= limit:
+                    return
+
+    # ------------------------------------------------------------------ reads
+    def select_rows(
+        self, query: Query, *, limit: int | None = None, reverse: bool = False
+    ) -> Iterator[Row]:
+        """Stream matching rows (an unsorted, limited read stops early)."""
+        if query.order:
+            rows = [row for _, _, row in self._matching(query)]
+            sort_rows(rows, query.order, lambda r, n: r.get(n))
+            if reverse:
+                rows.reverse()
+            yield from rows[:limit] if limit is not None else rows
+            return
+        for _, _, row in self._matching(query, reverse=reverse, limit=limit):
+            yield row
+
+    def count_rows(self, query: Query) -> int:
+        """Count matches: from the indexes alone when they answer every condition."""
+        plan = self._plan(query)
+        if plan.empty:
+            return 0
+        if plan.residual:
+            return sum(1 for _ in self._matching(query))
+        groups = plan.groups
+        if plan.range is None and len(groups) <= 1:
+            spec = {"g": groups}
+            sizes = self._call("sizes", _dumps(spec))
+            return int(sizes[-1])
+        if plan.range is not None and not groups:
+            spec2: dict[str, Any] = {"g": [], "lo": plan.range[0], "hi": plan.range[1]}
+            return int(self._call("sizes", _dumps(spec2))[-1])
+        if plan.range is None and all(len(g) == 1 for g in groups):
+            return int(self._call("intercard", *(g[0] for g in groups)))
+        return sum(n for n, _ in self._walk(plan, rows=False))
+
+    # ------------------------------------------------------ deletes, updates
+    def _retry_conflicts(
+        self, op: str, query: Query, items: dict[int, Any], values: Row | None = None
+    ) -> int:
+        """Apply *op* ("del" or "update") to matched rows, re-reading rows changed meanwhile."""
+        done = 0
+        tests = [(name, o.test) for name, o in query.conditions]
+        for _ in range(20):
+            if not items:
+                break
+            conflicts: list[int] = []
+            pairs = list(items.items())
+            step = _CHUNK
+            for start in range(0, len(pairs), step):
+                args: list[Any] = []
+                for row_id, entry in pairs[start : start + step]:
+                    args.extend((row_id, *entry))
+                n, clashed = self._call(op, *args)
+                done += int(n)
+                conflicts.extend(int(c) for c in clashed)
+            if not conflicts:
+                break
+            fresh = self._call("get", *conflicts)
+            items = {}
+            for row_id, value in zip(conflicts, fresh, strict=True):
+                if value is None:
+                    continue
+                row = self._view(value)
+                if all(test(row.get(name)) for name, test in tests):
+                    items[row_id] = self._entry(value, values)
+        return done
+
+    def _entry(self, value: bytes, values: Row | None = None) -> tuple[Any, ...]:
+        """What the delete (``values`` None) or update script needs for one row read as *value*."""
+        sha = hashlib.sha1(value).hexdigest()  # a change check, not security
+        if values is None:
+            return (sha,)
+        layout, stored = self._decode(value)
+        stored.update(values)
+        kinds = dict(layout.kinds)
+        for name in values:
+            if name not in kinds:
+                kinds[name] = self.schema.fields[name].kind
+        target = layout if kinds == layout.kinds else self._register(kinds)
+        return (sha, self._encode(stored, target))
+
+    def delete_rows(self, query: Query) -> int:
+        """Delete matches (each row only if unchanged since it was read; else re-checked)."""
+        items = {row_id: self._entry(value) for row_id, value, _ in self._matching(query)}
+        return self._retry_conflicts("del", query, items)
+
+    def update_rows(self, query: Query, values: Row) -> int:
+        """Set fields of matches, moving them between indexes as needed."""
+        items = {
+            row_id: self._entry(value, values) for row_id, value, _ in self._matching(query)
+        }
+        return self._retry_conflicts("update", query, items, values)
+
+    def prune_rows(self, keep_runs: int | None, cutoff: float | None, task_name: str | None) -> int:
+        """Delete old records and runs with the ``created`` and per-task run indexes."""
+        fields = self.schema.fields
+        indexed = all(
+            fields[name].kind in _INDEXABLE for name in _SLOTS if name in fields
+        ) and (cutoff is None or ("created" in fields and fields["created"].kind == "float"))
+        if not indexed:
+            return self._prune_scan(keep_runs, cutoff, task_name)
+        guard = self._ikey("task_name", task_name) if task_name is not None else ""
+        deleted = 0
+        if cutoff is not None:
+            doomed = self._call("range", "-inf", f"({_score(cutoff)}")
+            for start in range(0, len(doomed), 5 * _CHUNK):
+                part = doomed[start : start + 5 * _CHUNK]
+                deleted += int(self._call("del_guarded", guard, *part))
+        if keep_runs is not None:
+            if task_name is not None:
+                tasks: list[str | None] = [task_name]
+            else:
+                names: set[bytes] = self.client.smembers(  # type: ignore[assignment]
+                    self._prefix + "v:task_name"
+                )
+                tasks = [name.decode("utf-8") for name in names]
+                tasks.append(None)
+            for task in tasks:
+                which = "0" if task is None else "1" + str(task)
+                deleted += int(self._call("keep", str(keep_runs), which))
+        return deleted
+
+    def _prune_scan(
+        self, keep_runs: int | None, cutoff: float | None, task_name: str | None
+    ) -> int:
+        conditions = () if task_name is None else (("task_name", Equal(task_name)),)
+        query = Query(conditions)
+        found = [(row_id, value, row) for row_id, value, row in self._matching(query)]
+        plan = plan_prune(
+            ((row_id, row.get("task_name"), row.get("run_id"), row.get("created"))
+             for row_id, _, row in found),
+            keep_runs,
+            cutoff,
+        )
+        doomed = set(plan)
+        items = {row_id: self._entry(value) for row_id, value, _ in found if row_id in doomed}
+        return self._retry_conflicts("del", Query(), items)
+
+    # ------------------------------------------------------------ change feed
+    def position(self) -> int:
+        """The id of the newest record written so far (0 for an empty key).
+
+        Pass it to :meth:`records_after` to get only what is written from now on.
+        """
+        value = self.client.get(self._seq_key)
+        return int(value) if value is not None else 0
+
+    def records_after(
+        self, position: int, *, limit: int = 1000, wait: float = 0.0
+    ) -> tuple[list[ModelT], int]:
+        """Records stored after *position* (an id from :meth:`position` or a previous call).
+
+        Returns ``(records, new position)``, at most *limit* records in
+        insertion order. With *wait* (seconds) and nothing new, blocks on the
+        change feed (a stream, ``XREAD BLOCK``) until a batch arrives or the
+        time is up: followers (``tail -f``, event streams) are told of new
+        records without polling. Deleted records are skipped.
+        """
+        self.sync()
+        out = self._call("after", str(int(position)), str(limit))
+        if len(out) == 1 and wait > 0:
+            self.client.xread({self._prefix + "feed": out[0]}, count=1, block=int(wait * 1000))
+            out = self._call("after", str(int(position)), str(limit))
+        n = (len(out) - 1) // 2
+        ids, values = out[1 : 1 + n], out[1 + n :]
+        rows = [self._view(v) for v in values if v is not None]
+        build = self.model.model_validate
+        built = [build(row) for row in rows]
+        return built, int(ids[-1]) if ids else int(position)
+
+
+@dataclass
+class _Plan:
+    """What the indexes can answer of a query."""
+
+    groups: list[list[str]] = field(default_factory=list)
+    """Each an equality (one key) or an ``in_`` (a union of keys) on an indexed field."""
+    range: tuple[str, str] | None = None
+    """Inclusive bounds of ``created`` as score text."""
+    residual: bool = False
+    """Whether some condition is left for Python to test (else the indexes answer it all)."""
+    empty: bool = False
+
+
+def _bounds(op: Operator) -> tuple[float, float, bool] | None:
+    """``(low, high, exact)`` of a ``created`` condition an index range answers, or None."""
+    inf = float("inf")
+    if type(op) is Equal:
+        if op.value is None:
+            return None
+        return float(op.value), float(op.value), True
+    if type(op) is GreaterEqual:
+        return float(op.value), inf, True
+    if type(op) is GreaterThan:
+        return float(op.value), inf, False
+    if type(op) is LessEqual:
+        return -inf, float(op.value), True
+    if type(op) is LessThan:
+        return -inf, float(op.value), False
+    if type(op) is Between:
+        return float(op.low), float(op.high), True
+    return None
+
+
+def _score(value: float) -> str:
+    if value == float("inf"):
+        return "+inf"
+    if value == float("-inf"):
+        return "-inf"
+    return repr(float(value))
+
+
+def _dumps(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
