@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pydantic import BaseModel
 from conftest import drop_redis_key
+from pydantic import BaseModel
 from typer.testing import CliRunner, Result
 
 from tasklog import MinimalRecord, MinimalRunRecord, SQLRepo, TaskRunRecord, open_repo
