@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import drop_redis_key
 from test_cli import (  # the fixtures are shared with test_cli.py
     BASE,
     STORES,
@@ -408,6 +409,12 @@ def _gone(url: str, store: str) -> None:
         engine.dispose()
     elif store == "csv":
         Path(url.removeprefix("csv://")).unlink()
+    elif store == "redis":
+        from tasklog.inspect import open_existing
+
+        repo = open_existing(url)
+        drop_redis_key(repo)
+        repo.close()
     else:
         path = Path(url.removeprefix("sqlite:///"))
         for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
