@@ -210,12 +210,13 @@ def runs_table(task: str | None, found: list[Any]) -> Table:
 
 
 def crash_table(candidates: list[tuple[Any, float, str]], title: str) -> Table:
-    """Runs to mark crashed: task, run id, start, last record, why."""
-    table = Table("Task", "Run id", "Start", "Last record", "Why", title=title)
+    """Runs to mark crashed: task, run id, last record, why."""
+    table = Table("Task", title=title)
+    table.add_column("Run id", no_wrap=True)
+    table.add_column("Last record", no_wrap=True)
+    table.add_column("Why")
     for run, last_seen, why in candidates:
-        table.add_row(
-            shown_name(run.task_name), run.run_id, _time_text(run.start), _time_text(last_seen), why
-        )
+        table.add_row(shown_name(run.task_name), run.run_id, _time_text(last_seen), why)
     return table
 
 

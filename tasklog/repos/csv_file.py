@@ -51,6 +51,15 @@ except ImportError:  # pragma: no cover  (Windows: one process per file)
 __all__ = ["CSVFileRepo"]
 
 _ENCODING = "utf-8"
+_WHAT = {
+    "float": "a number",
+    "int": "a whole number",
+    "bool": "true or false",
+    "datetime": "an ISO 8601 date/time",
+    "timedelta": "a number of seconds",
+    "json": "valid JSON",
+}
+"""How a read error names what a column of each field kind holds."""
 _PASS_THROUGH: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (float,)}
 """Field kinds whose values of these exact types the csv module writes as-is."""
 
@@ -487,7 +496,8 @@ class CSVFileRepo(Repository[ModelT]):
         except ValueError:
             msg = (
                 f"CSV file {str(self.filename)!r}, row {n + 1} (after the header), column "
-                f"{info.name!r}: {text!r} is not a valid {info.kind}."
+                f"{info.name!r}: {text!r} is not {_WHAT.get(info.kind, 'a valid ' + info.kind)}"
+                f"{' (epoch seconds)' if info.name == 'created' else ''}."
             )
             raise StoreDataError(msg) from None
 
