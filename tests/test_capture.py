@@ -316,3 +316,30 @@ class TestTaskDecoratorOptions:
         task_logger = make_logger(make_repo("memory", model=FieldRecord))
         with pytest.raises(TypeError, match="decorates a function"):
             task_logger.task(1)  # type: ignore[call-overload]
+
+
+def test_cli_logs_show_captured_lines(
+    make_repo: RepoFactory, lib: logging.Logger, tmp_path: Any
+) -> None:
+    """`tasklog logs TASK` shows a library's captured lines in order with the run's own."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'cap.db'}"
+    tasklog.basic_config(url, logger="tests.capture.cli", model=TaskRunRecord, capture=True)
+    try:
+        task_logger = tasklog.get_task_logger("sync", logger="tests.capture.cli")
+        with task_logger.run() as run:
+            run.info("one")
+            lib.info("two")
+            run.info("three")
+        logging.getLogger("tests.capture.cli").handlers[0].flush()
+    finally:
+        tasklog.capture(False)
+    out = subprocess.run(
+        [sys.executable, "-m", "tasklog", "--repo", url, "logs", "sync"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    lines = [line.split("] ", 3)[-1] for line in out.splitlines()]
+    assert ["Run started", "one", "two", "three"] == lines[:4]
+    assert lines[4].startswith("Run succeeded")
