@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from celery import Celery
@@ -183,48 +182,14 @@ def _revoked_in_worker(task_id: str) -> bool:
 
 
 # ----------------------------------------------------------- Redis, prefork
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(name="redis_url")
-def _redis_url(tmp_path: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port (CI fails without one)."""
-    binary = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
-    if binary is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("redis-server is not installed (CI installs it: see .ci/run)")
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(30)
+def _own_database(url: str) -> str:
+    """The session's Redis URL with database 15: the broker's keys stay apart."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/15", parts.query, parts.fragment))
 
 
 @pytest.mark.slow
+@pytest.mark.redis
 def test_prefork_worker_with_redis(redis_url: str, tmp_path: Path) -> None:
     """A `celery worker` process (prefork pool, Redis broker): runs from the children.
 
@@ -232,6 +197,7 @@ def test_prefork_worker_with_redis(redis_url: str, tmp_path: Path) -> None:
     with terminate=True logs terminate from the main worker process.
     """
     store = f"sqlite:///{tmp_path / 'celery.db'}"
+    redis_url = _own_database(redis_url)
     env = {**os.environ, "TASKLOG_CELERY_BROKER": redis_url, "TASKLOG_CELERY_URL": store,
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     worker = subprocess.Popen(

@@ -203,7 +203,7 @@ class TestAssertions:
 class TestRealStore:
     """``--tasklog-repo URL``: the same fixture on SQLite, PostgreSQL and CSV."""
 
-    @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "csv"])
+    @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "csv", "redis"])
     def test_same_tests_on_a_real_store(
         self, suite: pytest.Pytester, kind: str, tmp_path: Path, request: pytest.FixtureRequest
     ) -> None:
@@ -212,6 +212,8 @@ class TestRealStore:
             url = f"sqlite:///{tmp_path / 'runs.db'}"
         elif kind == "postgresql":
             url = request.getfixturevalue("postgres_url")
+        elif kind == "redis":
+            url = request.getfixturevalue("redis_url")
         else:
             url = f"csv://{tmp_path / 'runs.csv'}"
         suite.makepyfile(test_jobs=f'''
