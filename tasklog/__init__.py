@@ -13,6 +13,7 @@ from .capture import capture
 from .config import basic_config
 from .exceptions import CancelRun, ConfigError, TaskInaction, TasklogError
 from .handler import ActionFilter, RepoHandler
+from .history import RunInfo, get_run, list_runs
 from .query import (
     between,
     contains,
@@ -56,6 +57,7 @@ __all__ = [
     "Repository",
     "Result",
     "Run",
+    "RunInfo",
     "RunRecord",
     "SQLRepo",
     "Stats",
@@ -70,12 +72,14 @@ __all__ = [
     "capture",
     "contains",
     "current_run",
+    "get_run",
     "get_task_logger",
     "greater_equal",
     "greater_than",
     "in_",
     "less_equal",
     "less_than",
+    "list_runs",
     "mark_crashed",
     "not_equal",
     "not_in",

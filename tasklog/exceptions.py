@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["CancelRun", "ConfigError", "StoreDataError", "TaskInaction", "TasklogError"]
+__all__ = [
+    "CancelRun",
+    "ConfigError",
+    "StoreDataError",
+    "StoreNotFoundError",
+    "TaskInaction",
+    "TasklogError",
+]
 
 
 class TasklogError(Exception):
@@ -11,6 +18,10 @@ class TasklogError(Exception):
 
 class ConfigError(TasklogError, ValueError):
     """A repository URL, option or configuration value is not usable."""
+
+
+class StoreNotFoundError(ConfigError):
+    """The table or file to read does not exist (it is not created for reading)."""
 
 
 class StoreDataError(TasklogError, ValueError):

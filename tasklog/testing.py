@@ -55,22 +55,9 @@ class TestRecord(TaskRunRecord):
 
 def _list_runs(repo: Repository[Any], task: str | None) -> list[Any]:
     """The runs (of *task*, or of every task), oldest start first, each with records()/output()."""
-    try:
-        from . import list_runs  # the runs read model, when present
-    except ImportError:
-        list_runs = None
-    if list_runs is not None:
-        try:
-            found = list(list_runs(repo, task_name=task, limit=None))
-        except (TypeError, ValueError):  # a read model that wants a number
-            found = list(list_runs(repo, task_name=task, limit=1_000_000))
-    else:
-        from .inspect import list_runs as task_runs
+    from .history import list_runs
 
-        tasks = [task] if task is not None else sorted(
-            {r.task_name for r in repo.filter_by(action="run")}
-        )
-        found = [info for name in tasks for info in task_runs(repo, name)]
+    found = list(list_runs(repo, task_name=task, limit=None))
     found.sort(key=lambda info: (info.start, info.run_id))
     return [_with_records(info, repo) for info in found]
 

@@ -13,9 +13,7 @@ from _postgres import PostgresServer, session_postgres_server, session_postgres_
 from _redis import session_redis_url
 from pydantic import BaseModel
 
-from tasklog import CSVFileRepo, MemoryRepo, MinimalRunRecord, Repository, SQLRepo
-
-STORES = ("memory", "csv", "sqlite", "postgresql", "redis")
+from tasklog import MinimalRunRecord, Repository, open_repo
 
 RepoFactory = Callable[..., Repository[Any]]
 
@@ -41,63 +39,9 @@ def postgres_server(request: pytest.FixtureRequest) -> PostgresServer:
     return server
 
 
-def store_url(store: str, tmp_path: Path, request: pytest.FixtureRequest, name: str = "") -> str:
-    """A URL for a fresh repository of *store* (tables get unique names)."""
-    name = name or f"t_{uuid.uuid4().hex[:12]}"
-    if store == "memory":
-        return "memory://"
-    if store == "csv":
-        return f"csv://{tmp_path / (name + '.csv')}"
-    if store == "sqlite":
-        return f"sqlite:///{tmp_path / 'tasklog.db'}?table={name}"
-    if store == "postgresql":
-        url: str = request.getfixturevalue("postgres_url")
-        return f"{url}?table={name}"
-    if store == "redis":
-        server: str = request.getfixturevalue("redis_url")
-        return f"{server}?key={name}"
-    msg = f"unknown store {store!r}"
-    raise ValueError(msg)
-
-
-@pytest.fixture(name="make_repo")
-def _make_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoFactory]:
-    """A factory ``make_repo(store, model=..., **options)`` of fresh repositories."""
-    made: list[Repository[Any]] = []
-
-    def make(
-        store: str, model: type[BaseModel] = MinimalRunRecord, **options: Any
-    ) -> Repository[Any]:
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        repo: Repository[Any]
-        if store == "memory":
-            repo = MemoryRepo(model=model, **options)
-        elif store == "csv":
-            repo = CSVFileRepo(tmp_path / f"{name}.csv", model=model, **options)
-        elif store == "sqlite":
-            repo = SQLRepo(url=f"sqlite:///{tmp_path / 'tasklog.db'}", table=name, model=model,
-                           **options)
-        elif store == "postgresql":
-            url = request.getfixturevalue("postgres_url")
-            repo = SQLRepo(url=url, table=name, model=model, **options)
-        elif store == "redis":
-            from tasklog.repos.redis_store import RedisRepo
-
-            repo = RedisRepo(request.getfixturevalue("redis_url"), key=name, model=model,
-                             **options)
-        else:
-            msg = f"unknown store {store!r}"
-            raise ValueError(msg)
-        made.append(repo)
-        return repo
-
-    yield make
-    for repo in made:
-        if isinstance(repo, SQLRepo) and repo.engine.dialect.name == "postgresql":
-            repo.table.drop(repo.engine, checkfirst=True)
-        if type(repo).__name__ == "RedisRepo":
-            drop_redis_key(repo)
-        repo.close()
+def _drop_table(repo: Any) -> None:
+    """Drop a test's table from the session's PostgreSQL database."""
+    repo.table.drop(repo.engine, checkfirst=True)
 
 
 def drop_redis_key(repo: Any) -> None:
@@ -105,6 +49,56 @@ def drop_redis_key(repo: Any) -> None:
     keys = list(repo.client.scan_iter(match="{" + repo.key + "}:*", count=1000))
     for start in range(0, len(keys), 500):
         repo.client.delete(*keys[start : start + 500])
+
+
+UrlMaker = Callable[[Path, pytest.FixtureRequest, str], str]
+
+STORE_LIST: dict[str, tuple[UrlMaker, Callable[[Any], None] | None]] = {
+    "memory": (lambda tmp, request, name: "memory://", None),
+    "csv": (lambda tmp, request, name: f"csv://{tmp / (name + '.csv')}", None),
+    "sqlite": (lambda tmp, request, name: f"sqlite:///{tmp / 'tasklog.db'}?table={name}", None),
+    "postgresql": (
+        lambda tmp, request, name: f"{request.getfixturevalue('postgres_url')}?table={name}",
+        _drop_table,
+    ),
+    "redis": (
+        lambda tmp, request, name: f"{request.getfixturevalue('redis_url')}?key={name}",
+        drop_redis_key,
+    ),
+}
+"""Every store the tests run on: a fresh store's URL (made from the test's
+temporary directory, the request and a unique name) and what cleans it up
+after the test. Adding a store to tasklog adds one entry here."""
+
+STORES = tuple(STORE_LIST)
+
+
+def store_url(store: str, tmp_path: Path, request: pytest.FixtureRequest, name: str = "") -> str:
+    """A URL for a fresh repository of *store* (tables get unique names)."""
+    if store not in STORE_LIST:
+        msg = f"unknown store {store!r}"
+        raise ValueError(msg)
+    return STORE_LIST[store][0](tmp_path, request, name or f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(name="make_repo")
+def _make_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepoFactory]:
+    """A factory ``make_repo(store, model=..., **options)`` of fresh repositories,
+    opened by URL through the backend registry (``open_repo``)."""
+    made: list[tuple[Repository[Any], Callable[[Any], None] | None]] = []
+
+    def make(
+        store: str, model: type[BaseModel] = MinimalRunRecord, **options: Any
+    ) -> Repository[Any]:
+        repo = open_repo(store_url(store, tmp_path, request), model=model, **options)
+        made.append((repo, STORE_LIST[store][1]))
+        return repo
+
+    yield make
+    for repo, cleanup in made:
+        if cleanup is not None:
+            cleanup(repo)
+        repo.close()
 
 
 @pytest.fixture(name="store", params=STORES)

@@ -403,7 +403,7 @@ class TestStats:
                  "success_rate": None, "mean_runtime": None, "p50_runtime": None,
                  "p95_runtime": None, "max_runtime": None}
         total = {"runs": 4, "successes": 1, "failures": 1, "other": 1,
-                 "success_rate": 1 / 3, "mean_runtime": 2.0, "p50_runtime": 2.0,
+                 "success_rate": 0.5, "mean_runtime": 2.0, "p50_runtime": 2.0,
                  "p95_runtime": 3.5, "max_runtime": 3.5}
         assert ["alpha", "beta", "gamma"] == [t["task_name"] for t in document["tasks"]]
         assert alpha == document["tasks"][0]

@@ -410,7 +410,7 @@ def _gone(url: str, store: str) -> None:
     elif store == "csv":
         Path(url.removeprefix("csv://")).unlink()
     elif store == "redis":
-        from tasklog.inspect import open_existing
+        from tasklog.repos import open_existing
 
         repo = open_existing(url)
         drop_redis_key(repo)

@@ -90,10 +90,10 @@ class TestStats:
         repo.add({"task_name": "a", "action": "log", "created": 1001.0})  # no run: ignored
         expected = Stats(
             tasks={
-                "a": TaskStats("a", 6, 1, 2, 2, 0.2, 3.1, 2.0, 8.0, 8.0),
+                "a": TaskStats("a", 6, 1, 2, 2, 1 / 3, 3.1, 2.0, 8.0, 8.0),  # 1 / (1 + 2)
                 "b": TaskStats("b", 1, 1, 0, 0, 1.0, 3.0, 3.0, 3.0, 3.0),
             },
-            total=TaskStats(None, 7, 2, 2, 2, 2 / 6, 3.083333, 2.0, 8.0, 8.0),
+            total=TaskStats(None, 7, 2, 2, 2, 2 / 4, 3.083333, 2.0, 8.0, 8.0),
         )
         assert expected == stats(repo)
 

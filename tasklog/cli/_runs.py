@@ -1,29 +1,31 @@
 """Runs as the command shows them: listed across tasks, open ones that are lost, crash
-candidates.
+candidates — a thin view over :mod:`tasklog.history` (which knows what a run is).
 
-A stand-in until the read model of runs (SPEC §4: ``tasklog.list_runs``,
-``get_run``, crash candidates) is on main: it reads the ``run`` and closing
-records through the repository API (one streaming pass over each), so it
-works on every store, in time linear in the history. What a run is — its
-``run`` record and its closing record, ``start``/``end``/``runtime`` fields
-where the model has them, else the records' ``created`` times — follows
-:mod:`tasklog.inspect` and :func:`tasklog.mark_crashed`.
+It adds only what the command shows beyond :class:`tasklog.RunInfo`: the
+``lost`` status (open, and its process is gone on this host, computed when
+shown) and the shape of the crash table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
-from ..query import between, greater_equal, in_, less_than
+from ..history import (
+    CLOSING_ACTIONS,
+    RUNNING,
+    CrashCandidate,
+    RunInfo,
+    list_runs,
+    process_gone,
+    write_crashes,
+)
+from ..history import crash_candidates as history_candidates
 from ..repos import Repository
-from ..repos.base import CLOSING_ACTIONS
-from ..stats import _crash_record, _process_gone
 
 __all__ = ["RUNNING", "RunView", "crash_candidates", "find_runs", "mark_crashed", "statuses"]
 
-RUNNING = "running"
 LOST = "lost"
 
 
@@ -34,62 +36,28 @@ def statuses() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class RunView:
-    """One run: its ``run`` record and its closing record (None while open)."""
+    """One run as the command shows it: the :class:`~tasklog.RunInfo` and whether it is lost."""
 
-    run_id: str
-    task_name: str
-    start: datetime
-    end: datetime | None
-    runtime: timedelta | None
-    outcome: str | None
-    """The closing action, None while the run is open."""
-    host: str | None
-    process: int | None
+    info: RunInfo
     lost: bool
     """Open, and its process is gone on this host (computed now; nothing is written)."""
-    record: Any
-    """The run's ``run`` record."""
+
+    def __getattr__(self, name: str) -> Any:
+        """The run's fields (``run_id``, ``start``, ``outcome``, ...)."""
+        return getattr(self.info, name)
 
     @property
     def status(self) -> str:
         """The outcome, else ``lost`` or ``running``."""
-        return self.outcome or (LOST if self.lost else RUNNING)
+        return self.info.outcome or (LOST if self.lost else RUNNING)
 
     def as_json(self) -> dict[str, Any]:
         """The run as a JSON object (SPEC §6; ``outcome`` is null while the run is open)."""
-        return {
-            "run_id": self.run_id,
-            "task_name": self.task_name,
-            "start": self.start.isoformat(),
-            "end": None if self.end is None else self.end.isoformat(),
-            "runtime": None if self.runtime is None else self.runtime.total_seconds(),
-            "outcome": self.outcome,
-        }
+        return self.info.as_json()
 
 
-def _when(record: Any, field: str) -> datetime:
-    value = getattr(record, field, None)
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(float(record.created), tz=timezone.utc)
-
-
-def _view(start: Any, closing: Any | None) -> RunView:
-    begun = _when(start, "start")
-    host = getattr(start, "host", None)
-    process = getattr(start, "process", None)
-    if closing is None:
-        return RunView(
-            str(start.run_id), start.task_name, begun, None, None, None, host, process,
-            _process_gone(host, process) is True, start,
-        )
-    end = _when(closing, "end")
-    value = getattr(closing, "runtime", None)
-    runtime = value if isinstance(value, timedelta) else end - begun
-    return RunView(
-        str(start.run_id), start.task_name, begun, end, runtime, str(closing.action), host,
-        process, False, start,
-    )
+def _view(run: RunInfo) -> RunView:
+    return RunView(run, run.outcome is None and process_gone(run.host, run.process) is True)
 
 
 def find_runs(
@@ -104,39 +72,27 @@ def find_runs(
     """Runs newest start first, of one task or all, filtered by status and start time.
 
     *status* holds closing actions, ``running`` (open) and/or ``lost`` (open,
-    its process gone on this host). *since*/*until* bound the start: runs
-    that started at or after *since* and before *until*.
+    its process gone on this host). *since*/*until* bound the start.
     """
-    conditions: dict[str, Any] = {"action": "run"}
-    if task_name is not None:
-        conditions["task_name"] = task_name
-    if since is not None or until is not None:
-        low = since.timestamp() if since is not None else None
-        high = until.timestamp() if until is not None else None
-        if low is not None and high is not None:
-            conditions["created"] = between(low, high)
-        elif low is not None:
-            conditions["created"] = greater_equal(low)
-        else:
-            conditions["created"] = less_than(high)
-    starts = [r for r in repo.filter_by(**conditions) if r.run_id is not None]
-    if not starts:
-        return []
-    closings: dict[tuple[str, str], Any] = {}
-    closing_conditions: dict[str, Any] = {"action": in_(CLOSING_ACTIONS)}
-    if task_name is not None:
-        closing_conditions["task_name"] = task_name
-    for record in repo.filter_by(**closing_conditions):
-        if record.run_id is not None:
-            closings.setdefault((record.task_name, str(record.run_id)), record)
     wanted = set(status or ())
-    views = []
-    for start in starts:
-        view = _view(start, closings.get((start.task_name, str(start.run_id))))
-        if wanted and view.status not in wanted and not (RUNNING in wanted and view.lost):
-            continue
-        views.append(view)
-    views.sort(key=lambda v: (v.start, float(v.record.created)), reverse=True)
+    outcomes = None
+    if wanted:
+        lost = {RUNNING} if LOST in wanted else set()
+        outcomes = sorted({s for s in wanted if s != LOST} | lost)
+    only_lost = LOST in wanted and RUNNING not in wanted
+    views = [
+        _view(run)
+        for run in list_runs(
+            repo,
+            task_name=task_name,
+            outcome=outcomes,
+            since=since,
+            until=until,
+            limit=None if only_lost else limit,
+        )
+    ]
+    if only_lost:
+        views = [v for v in views if v.info.outcome is not None or v.lost]
     return views[:limit] if limit is not None else views
 
 
@@ -146,37 +102,20 @@ def crash_candidates(
     older_than: datetime | None = None,
     stale_after: datetime | None = None,
 ) -> list[tuple[RunView, float, str]]:
-    """Open runs :func:`tasklog.mark_crashed` would mark: ``(run, last seen, why)``, oldest first.
-
-    A run is a candidate when its process is gone on this host, or it started
-    before *older_than*, or its newest record is older than *stale_after*; a
-    run whose process is alive on this host never is.
-    """
-    found = []
-    for view in reversed(find_runs(repo, status=[RUNNING])):
-        gone = _process_gone(view.host, view.process)
-        if gone is False:
-            continue
-        last = repo.filter_by(task_name=view.task_name, run_id=view.run_id).last()
-        last_seen = float(last.created) if last is not None else float(view.record.created)
-        if gone:
-            why = f"its process {view.process} on {view.host} is gone"
-        elif older_than is not None and view.start < older_than:
-            why = "it did not finish in time"
-        elif stale_after is not None and last_seen < stale_after.timestamp():
-            seen = datetime.fromtimestamp(last_seen, timezone.utc).isoformat(timespec="seconds")
-            why = f"nothing was logged since {seen}"
-        else:
-            continue
-        found.append((view, last_seen, why))
-    return found
+    """Open runs :func:`tasklog.mark_crashed` would mark: ``(run, last seen, why)``,
+    oldest first."""
+    return [
+        (_view(c.run), c.last_seen.timestamp(), c.reason)
+        for c in history_candidates(repo, older_than=older_than, stale_after=stale_after)
+    ]
 
 
 def mark_crashed(repo: Repository[Any], candidates: list[tuple[RunView, float, str]]) -> list[str]:
     """Log ``crash`` for each candidate run; its run ids."""
-    marked = []
-    for view, last_seen, why in candidates:
-        row = repo.schema.row(view.record)
-        repo.add(_crash_record(repo, row, last_seen, f"Run {view.run_id} crashed: {why}"))
-        marked.append(view.run_id)
-    return marked
+    return write_crashes(
+        repo,
+        [
+            CrashCandidate(view.info, why, datetime.fromtimestamp(seen, view.info.start.tzinfo))
+            for view, seen, why in candidates
+        ],
+    )

@@ -145,13 +145,13 @@ class State:
 
     def open_for_reading(self) -> Repository[Any]:
         """The existing store, with a model inferred from its columns (never created)."""
-        from ..inspect import open_existing
+        from ..repos import open_existing
 
         return self.opened(open_existing(self.url, table=self.table))
 
     def open_for_writing(self) -> Repository[Any]:
         """The store, created with :class:`~tasklog.TaskRunRecord` when missing."""
-        from ..inspect import StoreNotFoundError
+        from ..exceptions import StoreNotFoundError
 
         try:
             return self.open_for_reading()
@@ -165,7 +165,8 @@ class State:
         Raises:
             CLIError: it does not (a deleted file, a dropped table).
         """
-        from ..inspect import StoreNotFoundError, open_existing
+        from ..exceptions import StoreNotFoundError
+        from ..repos import open_existing
 
         try:
             open_existing(self.url, table=self.table).close()

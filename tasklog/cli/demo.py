@@ -10,8 +10,7 @@ from typing import Any
 
 import typer
 
-from ..inspect import store_kind
-from ..repos import Repository
+from ..repos import Repository, backend_for
 from ..stats import stats as compute_stats
 from . import render
 from ._runs import find_runs
@@ -82,7 +81,7 @@ def demo(ctx: typer.Context) -> None:
     for task in ("nightly-report", "fetch-prices", "cleanup-tmp"):
         out.print(render.runs_table(task, find_runs(repo, task_name=task, limit=5)))
     out.print(render.stats_table(compute_stats(repo)))
-    if store_kind(current.url) != "memory":
+    if backend_for(current.url).name != "memory":
         options = ""
         if current.repo_option is not None:
             options += f" --repo {shlex.quote(current.repo_option)}"

@@ -8,16 +8,15 @@ import itertools
 import json
 import re
 import sys
-from collections.abc import Hashable, Iterable, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
 
 from ..config import repo_url
-from ..inspect import StoreNotFoundError, open_existing
-from ..repos import Repository, open_repo
+from ..exceptions import StoreNotFoundError
+from ..repos import Repository, open_existing, open_repo, same_store
 from . import render
 from ._runs import crash_candidates
 from ._runs import mark_crashed as write_crashes
@@ -53,29 +52,11 @@ def prune(
     if task is not None:
         require_task(repo, task)
     if dry_run:
-        n = _count_prune(repo, keep_runs, cutoff, task)
+        n = repo.prune(keep_runs=keep_runs, older_than=cutoff, task_name=task, dry_run=True)
         typer.echo(f"Would delete {n} record(s); nothing deleted (dry run).")
         return
     n = repo.prune(keep_runs=keep_runs, older_than=cutoff, task_name=task)
     typer.echo(f"Deleted {n} record(s).")
-
-
-def _count_prune(
-    repo: Repository[Any],
-    keep_runs: int | None,
-    older_than: timedelta | datetime | None,
-    task: str | None,
-) -> int:
-    from ..repos.base import cutoff_timestamp, plan_prune
-
-    cutoff = cutoff_timestamp(older_than)
-    has_run_id = "run_id" in repo.model.model_fields
-    records = repo.filter_by() if task is None else repo.filter_by(task_name=task)
-    rows = (
-        (n, r.task_name, getattr(r, "run_id", None) if has_run_id else None, float(r.created))
-        for n, r in enumerate(records)
-    )
-    return len(plan_prune(rows, keep_runs, cutoff))
 
 
 def mark_crashed(
@@ -250,29 +231,6 @@ def _write_jsonl(records: Iterable[Any], stream: IO[str]) -> int:
     return n
 
 
-def _identity(repo: Repository[Any]) -> Hashable:
-    """What names *repo*'s data, however its URL was spelled (paths resolved, symlinks too).
-
-    Until every store declares a ``store_key`` that resolves paths itself,
-    CSV files and SQLite databases are compared by resolved path here, and
-    other databases by server, database and table (not by driver or password).
-    """
-    from ..repos import CSVFileRepo, SQLRepo
-
-    if isinstance(repo, CSVFileRepo):
-        return ("csv", str(repo.filename.resolve()))
-    if isinstance(repo, SQLRepo):
-        url = repo.engine.url
-        database = url.database or ""
-        if url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
-            path = database[5:].split("?", 1)[0] if database.startswith("file:") else database
-            return ("sqlite", str(Path(path).resolve()), repo.table_name)
-        return (
-            url.get_backend_name(), url.username, url.host, url.port, database, repo.table_name
-        )
-    return repo.store_key
-
-
 def copy(
     ctx: typer.Context,
     src_url: Annotated[str, typer.Argument(metavar="SRC_URL", help="Repository to read.")],
@@ -291,7 +249,7 @@ def copy(
         dst = current.opened(open_existing(repo_url(dst_url)))
     except StoreNotFoundError:
         dst = current.opened(open_repo(repo_url(dst_url), model=src.model))
-    if _identity(src) == _identity(dst):
+    if same_store(src, dst):
         msg = (
             f"{src_url} and {dst_url} are the same store; copying it into itself would "
             "double every record. Nothing copied."

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from ..inspect import has_task, latest_per_task, newest
+from ..history import has_task, latest_per_task, newest
 from ..query import greater_equal, in_
 from ..repos import Repository
 from ..stats import stats as compute_stats

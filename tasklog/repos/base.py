@@ -20,19 +20,17 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..query import In, Query
+from ..query import Query
 from ..records import MinimalRunRecord
 from ..schema import Schema, schema_of
 
 __all__ = [
-    "CLOSING_ACTIONS",
     "ModelT",
     "Repository",
     "Result",
     "Row",
     "cutoff_timestamp",
     "plan_prune",
-    "summarize_runs",
 ]
 
 _before_read: dict[Hashable, list[Callable[[], object]]] = {}
@@ -92,56 +90,6 @@ def plan_prune(
             else:
                 kept[task] = n + 1
     return doomed
-
-
-CLOSING_ACTIONS: tuple[str, ...] = (
-    "success", "fail", "crash", "inaction", "terminate", "missed", "skipped"
-)
-"""The actions that end a run; a run's first one is its outcome.
-
-``missed`` and ``skipped`` are written by the scheduler hooks
-(:mod:`tasklog.contrib`) for an execution that did not happen."""
-_FAILURES = ("fail", "crash")
-_OTHER = ("inaction", "terminate")
-
-
-def _rank(percent: int, n: int) -> int:
-    """Nearest rank (1-based) of the *percent* percentile of *n* values: ceil(p*n/100)."""
-    return (percent * n + 99) // 100
-
-
-def summarize_runs(
-    runs: Iterable[tuple[str | None, str | None, float | None]], *, by_task: bool = True
-) -> list[Row]:
-    """Aggregate runs given as ``(task_name, outcome, runtime seconds)``.
-
-    *outcome* is the closing action (None while the run is open) and
-    *runtime* is None for an open run. Returns rows as
-    :meth:`Repository.aggregate_runs` does.
-    """
-    groups: dict[str | None, list[tuple[str | None, float | None]]] = {}
-    for task, outcome, runtime in runs:
-        groups.setdefault(task if by_task else None, []).append((outcome, runtime))
-    if not by_task and not groups:
-        groups[None] = []
-    rows: list[Row] = []
-    for task in sorted(groups, key=lambda t: (t is not None, t or "")):
-        members = groups[task]
-        times = sorted(rt for outcome, rt in members if outcome is not None and rt is not None)
-        n = len(times)
-        rows.append({
-            "task_name": task,
-            "runs": len(members),
-            "successes": sum(1 for outcome, _ in members if outcome == "success"),
-            "failures": sum(1 for outcome, _ in members if outcome in _FAILURES),
-            "other": sum(1 for outcome, _ in members if outcome in _OTHER),
-            "finished": sum(1 for outcome, _ in members if outcome is not None),
-            "mean_runtime": sum(times) / n if n else None,
-            "p50_runtime": times[_rank(50, n) - 1] if n else None,
-            "p95_runtime": times[_rank(95, n) - 1] if n else None,
-            "max_runtime": times[-1] if n else None,
-        })
-    return rows
 
 
 _BUILD_CHUNK = 256
@@ -269,6 +217,8 @@ class Repository(ABC, Generic[ModelT]):
         keep_runs: int | None = None,
         older_than: timedelta | datetime | float | None = None,
         task_name: str | None = None,
+        *,
+        dry_run: bool = False,
     ) -> int:
         """Delete old records and return how many were deleted.
 
@@ -279,6 +229,7 @@ class Repository(ABC, Generic[ModelT]):
             older_than: delete records created before this point in time (an
                 age as ``timedelta``, a ``datetime`` or an epoch timestamp).
             task_name: only prune this task's records.
+            dry_run: delete nothing; return how many records would be deleted.
 
         Both rules may be given; a record is deleted when either selects it.
         """
@@ -289,7 +240,7 @@ class Repository(ABC, Generic[ModelT]):
         if keep_runs is None and cutoff is None:
             return 0
         self.sync()
-        return self.prune_rows(keep_runs, cutoff, task_name)
+        return self.prune_rows(keep_runs, cutoff, task_name, dry_run=dry_run)
 
     @property
     def batch_size_hint(self) -> int:
@@ -298,13 +249,16 @@ class Repository(ABC, Generic[ModelT]):
 
     # ---------------------------------------------------- reads see writes
     @property
+    @abstractmethod
     def store_key(self) -> Hashable:
         """What identifies the underlying store: repositories with equal keys share data.
 
+        Two objects on the same file, table or key compare equal however it
+        was spelled (resolved paths, the database's identity); ``copy`` refuses
+        a destination equal to its source (:func:`tasklog.repos.same_store`).
         Before-read hooks are kept per store, so a query through any repository
         object sees what was written through any other one in this process.
         """
-        return ("object", id(self))
 
     def add_before_read(self, hook: Callable[[], object]) -> None:
         """Register a callable run before every read of this store (a handler's flush).
@@ -347,13 +301,13 @@ class Repository(ABC, Generic[ModelT]):
     def close(self) -> None:
         """Release the store's resources (connections, files). Idempotent."""
 
+    @abstractmethod
     def is_transient(self, error: BaseException) -> bool:
         """Whether a write that raised *error* may succeed when retried.
 
         A writer retries transient errors (a store briefly unreachable) and
         gives up on the others (a record the store refuses).
         """
-        return isinstance(error, OSError)
 
     # ------------------------------------------------------------- primitives
     @abstractmethod
@@ -382,88 +336,17 @@ class Repository(ABC, Generic[ModelT]):
         """Set *values* on matching rows; return how many."""
 
     @abstractmethod
-    def prune_rows(self, keep_runs: int | None, cutoff: float | None, task_name: str | None) -> int:
-        """Delete what :meth:`prune` selects (see :func:`plan_prune`); return how many."""
+    def prune_rows(
+        self,
+        keep_runs: int | None,
+        cutoff: float | None,
+        task_name: str | None,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete what :meth:`prune` selects (see :func:`plan_prune`); return how many.
 
-    def aggregate_runs(
-        self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
-    ) -> list[Row]:
-        """Figures over runs, one row per task (or one in all, without *by_task*).
-
-        A run is a ``run`` record with a ``run_id``; its outcome is the first
-        of its records whose action is in :data:`CLOSING_ACTIONS` (same task
-        and run id), and its runtime is that record's ``runtime`` when the
-        model has one and it is set, else the difference of their ``created``.
-        *since* (an epoch timestamp) keeps runs that started since then.
-
-        Each row has ``task_name`` (None without *by_task*), ``runs``,
-        ``successes``, ``failures`` (fail, crash), ``other`` (inaction,
-        terminate), ``finished``, and ``mean_runtime``, ``p50_runtime``,
-        ``p95_runtime``, ``max_runtime`` in seconds over finished runs
-        (nearest-rank percentiles; None when none finished). Rows are sorted
-        by task name. This implementation scans the run and closing records
-        in Python; a store that can do better (SQL) overrides it.
-
-        Raises:
-            ValueError: the model has no ``run_id`` field.
-        """
-        self.require_run_fields()
-        conditions: dict[str, Any] = {"action": In(("run", *CLOSING_ACTIONS))}
-        if task_name is not None:
-            conditions["task_name"] = task_name
-        has_runtime = "runtime" in self.schema.fields
-        starts: dict[tuple[Any, Any], float] = {}
-        ends: dict[tuple[Any, Any], tuple[str, float, Any]] = {}
-        self.sync()
-        for row in self.select_rows(Query.build(self.schema, conditions)):
-            run_id = row.get("run_id")
-            if run_id is None:
-                continue
-            key = (row.get("task_name"), run_id)
-            created = float(row["created"])
-            if row["action"] == "run":
-                if key not in starts or created < starts[key]:
-                    starts[key] = created
-            elif key not in ends:
-                ends[key] = (row["action"], created, row.get("runtime") if has_runtime else None)
-
-        def runs() -> Iterator[tuple[str | None, str | None, float | None]]:
-            for key, start in starts.items():
-                if since is not None and start < since:
-                    continue
-                end = ends.get(key)
-                if end is None:
-                    yield key[0], None, None
-                    continue
-                outcome, created, runtime = end
-                if isinstance(runtime, timedelta):
-                    seconds = runtime.total_seconds()
-                elif isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
-                    seconds = float(runtime)
-                else:
-                    seconds = created - start
-                yield key[0], outcome, seconds
-
-        return summarize_runs(runs(), by_task=by_task)
-
-    def require_run_fields(self) -> None:
-        """Check that the model can describe runs (``task_name``, ``action``,
-        ``created`` and ``run_id``).
-
-        Raises:
-            ValueError: a field is missing; the message names it.
-        """
-        missing = [
-            name for name in ("task_name", "action", "created", "run_id")
-            if name not in self.schema.fields
-        ]
-        if missing:
-            msg = (
-                f"Runs need the fields task_name, action, created and run_id; "
-                f"{self.model.__name__} lacks {', '.join(missing)}. Use a model with them, "
-                "such as MinimalRunRecord or TaskRunRecord."
-            )
-            raise ValueError(msg)
+        With *dry_run*, delete nothing and return how many would be deleted."""
 
     def __repr__(self) -> str:
         """Class and model name."""

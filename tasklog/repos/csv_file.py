@@ -297,8 +297,16 @@ class CSVFileRepo(Repository[ModelT]):
 
     @property
     def store_key(self) -> tuple[str, str]:
-        """The file's absolute path."""
-        return ("csv", os.path.abspath(self.filename))
+        """The file's resolved path (symlinks followed), however it was spelled."""
+        key: tuple[str, str] | None = self.__dict__.get("_store_key")
+        if key is None:
+            key = self.__dict__["_store_key"] = ("csv", os.path.realpath(self.filename))
+        return key
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether a write that raised *error* may succeed when retried: an
+        ``OSError`` (a full disk, a file locked or moved meanwhile)."""
+        return isinstance(error, OSError)
 
     # ------------------------------------------------------------- file io
     def _ensure_file(self) -> list[str]:
@@ -672,7 +680,14 @@ class CSVFileRepo(Repository[ModelT]):
 
         return self._rewrite(plan)
 
-    def prune_rows(self, keep_runs: int | None, cutoff: float | None, task_name: str | None) -> int:
+    def prune_rows(
+        self,
+        keep_runs: int | None,
+        cutoff: float | None,
+        task_name: str | None,
+        *,
+        dry_run: bool = False,
+    ) -> int:
         """Delete old runs and records by rewriting the file."""
         query = Query(((("task_name", Equal(task_name)),)) if task_name is not None else ())
         fields = self.schema.fields
@@ -683,21 +698,92 @@ class CSVFileRepo(Repository[ModelT]):
             i = self._col[name]
             return fields[name].decode_text(cells[i]) if i < len(cells) else None
 
-        def plan() -> Callable[[int, list[str]], list[str] | None]:
-            doomed = set(
+        def doomed(locked: bool) -> set[int]:
+            return set(
                 plan_prune(
                     (
                         (n, pick(c, "task_name"), pick(c, "run_id"), pick(c, "created"))
-                        for n, c in self._matches(query, locked=True)
+                        for n, c in self._matches(query, locked=locked)
                     ),
                     keep_runs,
                     cutoff,
                 )
             )
-            return lambda n, cells: None if n in doomed else cells
+
+        if dry_run:
+            return len(doomed(locked=False))
+
+        def plan() -> Callable[[int, list[str]], list[str] | None]:
+            chosen = doomed(locked=True)
+            return lambda n, cells: None if n in chosen else cells
 
         return self._rewrite(plan)
 
     def __repr__(self) -> str:
         """File and model."""
         return f"CSVFileRepo(filename={str(self.filename)!r}, model={self.model.__name__})"
+
+
+# ------------------------------------------------------------------ registry
+
+
+def _path(url: str) -> Path:
+    """The file a ``csv://`` URL or a bare path names."""
+    from urllib.parse import urlsplit
+
+    from ..exceptions import ConfigError
+
+    if url.lower().startswith("csv://"):
+        parts = urlsplit(url)
+        path = (parts.netloc + parts.path) if parts.netloc else parts.path
+    else:
+        path = url
+    if not path:
+        msg = f"{url!r} names no file; write csv:///path/to/file.csv."
+        raise ConfigError(msg)
+    return Path(path)
+
+
+def open_url(url: str, model: type[Any] | None, options: dict[str, Any]) -> CSVFileRepo[Any]:
+    """``csv:///path/file.csv`` or a path ending in ``.csv`` (see :mod:`.registry`).
+
+    Without *model*, an existing file is read with a model matching its header.
+    """
+    from ..exceptions import StoreNotFoundError
+    from .registry import DEFAULT_MODEL
+
+    if model is None:
+        try:
+            return open_existing(url, dict(options))
+        except StoreNotFoundError:
+            model = DEFAULT_MODEL
+    return CSVFileRepo(filename=_path(url), model=model, **options)
+
+
+def open_existing(url: str, options: dict[str, Any]) -> CSVFileRepo[Any]:
+    """An existing CSV file, with a model matching its header row.
+
+    Raises:
+        StoreNotFoundError: the file does not exist or is empty.
+        ConfigError: it is a directory, unreadable, or not a tasklog store.
+    """
+    from ..exceptions import ConfigError, StoreNotFoundError
+    from .registry import model_for_columns, no_table, not_a_directory
+
+    no_table(url, options)
+    path = _path(url)
+    not_a_directory(path, "CSV file")
+    if not path.is_file():
+        msg = f"CSV file {str(path)!r} does not exist."
+        raise StoreNotFoundError(msg)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is no header
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        msg = f"Cannot read CSV file {str(path)!r}: {err}."
+        raise ConfigError(msg) from None
+    if not header:
+        msg = f"CSV file {str(path)!r} is empty (no header row)."
+        raise StoreNotFoundError(msg)
+    model = model_for_columns(header, where=f"CSV file {str(path)!r}")
+    return CSVFileRepo(filename=path, model=model, **options)

@@ -346,7 +346,23 @@ class MemoryRepo(Repository[ModelT]):
                 self._index_ok = False
             return len(found)
 
-    def prune_rows(self, keep_runs: int | None, cutoff: float | None, task_name: str | None) -> int:
+    @property
+    def store_key(self) -> tuple[str, int]:
+        """This object: a memory store is never shared by two repositories."""
+        return ("memory", id(self))
+
+    def is_transient(self, error: BaseException) -> bool:
+        """An ``OSError`` (never raised by memory itself; by a store built on it)."""
+        return isinstance(error, OSError)
+
+    def prune_rows(
+        self,
+        keep_runs: int | None,
+        cutoff: float | None,
+        task_name: str | None,
+        *,
+        dry_run: bool = False,
+    ) -> int:
         """Delete old runs and records."""
         pos = self._pos
         query = Query(((("task_name", Equal(task_name)),)) if task_name is not None else ())
@@ -365,4 +381,41 @@ class MemoryRepo(Repository[ModelT]):
                 keep_runs,
                 cutoff,
             )
-            return self._delete_seqs(plan)
+            return len(plan) if dry_run else self._delete_seqs(plan)
+
+
+# ------------------------------------------------------------------ registry
+
+
+def open_url(url: str, model: type[Any] | None, options: dict[str, Any]) -> MemoryRepo[Any]:
+    """``memory://`` (``?max_size=N``): a new, empty store (see :mod:`.registry`).
+
+    Raises:
+        ConfigError: an unknown or invalid URL option.
+    """
+    from urllib.parse import parse_qsl, urlsplit
+
+    from ..exceptions import ConfigError
+    from .registry import DEFAULT_MODEL
+
+    query = dict(parse_qsl(urlsplit(url).query))
+    if "max_size" in query:
+        text = query.pop("max_size")
+        try:
+            options.setdefault("max_size", int(text))
+        except ValueError:
+            msg = f"URL option max_size={text!r} must be an integer."
+            raise ConfigError(msg) from None
+    if query:
+        msg = f"Unknown option(s) in {url!r}: {', '.join(query)}; memory:// knows max_size."
+        raise ConfigError(msg)
+    return MemoryRepo(model=model or DEFAULT_MODEL, **options)
+
+
+def open_existing(url: str, options: dict[str, Any]) -> MemoryRepo[Any]:
+    """A memory store never outlives its process: an empty one, of the richest model."""
+    from ..records import TaskRunRecord
+    from .registry import no_table
+
+    no_table(url, options)
+    return open_url(url, TaskRunRecord, options)

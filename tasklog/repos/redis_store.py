@@ -690,8 +690,18 @@ class RedisRepo(Repository[ModelT]):
         }
         return self._retry_conflicts("update", query, items, values)
 
-    def prune_rows(self, keep_runs: int | None, cutoff: float | None, task_name: str | None) -> int:
-        """Delete old records and runs with the ``created`` and per-task run indexes."""
+    def prune_rows(
+        self,
+        keep_runs: int | None,
+        cutoff: float | None,
+        task_name: str | None,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete old records and runs with the ``created`` and per-task run indexes
+        (with *dry_run*, count them in one scan)."""
+        if dry_run:
+            return len(self._prune_plan(keep_runs, cutoff, task_name)[1])
         fields = self.schema.fields
         indexed = all(
             fields[name].kind in _INDEXABLE for name in _SLOTS if name in fields
@@ -719,19 +729,24 @@ class RedisRepo(Repository[ModelT]):
                 deleted += int(self._call("keep", str(keep_runs), which))
         return deleted
 
-    def _prune_scan(
+    def _prune_plan(
         self, keep_runs: int | None, cutoff: float | None, task_name: str | None
-    ) -> int:
+    ) -> tuple[list[Any], set[Any]]:
+        """The matching entries, and the ids of those a prune deletes."""
         conditions = () if task_name is None else (("task_name", Equal(task_name)),)
-        query = Query(conditions)
-        found = [(row_id, value, row) for row_id, value, row in self._matching(query)]
+        found = list(self._matching(Query(conditions)))
         plan = plan_prune(
             ((row_id, row.get("task_name"), row.get("run_id"), row.get("created"))
              for row_id, _, row in found),
             keep_runs,
             cutoff,
         )
-        doomed = set(plan)
+        return found, set(plan)
+
+    def _prune_scan(
+        self, keep_runs: int | None, cutoff: float | None, task_name: str | None
+    ) -> int:
+        found, doomed = self._prune_plan(keep_runs, cutoff, task_name)
         items = {row_id: self._entry(value) for row_id, value, _ in found if row_id in doomed}
         return self._retry_conflicts("del", Query(), items)
 
@@ -821,3 +836,59 @@ def _hide_password(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+
+
+# ------------------------------------------------------------------ registry
+
+
+def open_url(url: str, model: type[Any] | None, options: dict[str, Any]) -> RedisRepo[Any]:
+    """``redis://host:port/db?key=NAME&max_size=N`` (``rediss://`` for TLS); see
+    :mod:`.registry`. Without *model*, an existing key is read with its own fields."""
+    from ..exceptions import StoreNotFoundError
+    from .registry import DEFAULT_MODEL
+
+    if model is None:
+        try:
+            return open_existing(url, dict(options))
+        except StoreNotFoundError:
+            model = DEFAULT_MODEL
+    server, found = parse_redis_url(url)
+    for name, value in found.items():
+        options.setdefault(name, value)
+    return RedisRepo(server, model=model, **options)
+
+
+_KIND_TYPES: dict[str, Any] = {
+    "str": str, "int": int, "float": float, "bool": bool, "datetime": datetime,
+    "timedelta": timedelta, "json": Any,
+}
+
+
+def open_existing(url: str, options: dict[str, Any]) -> RedisRepo[Any]:
+    """An existing key's records, with a model matching the fields stored with them.
+
+    Raises:
+        StoreNotFoundError: the key holds no tasklog records.
+        ConfigError: the server cannot be read.
+    """
+    from ..exceptions import StoreNotFoundError
+    from .registry import model_for_columns, no_table
+
+    no_table(url, options)
+    server, found = parse_redis_url(url)
+    key = found.get("key", "tasklog")
+    probe: RedisRepo[Any] = RedisRepo(server, key=key)
+    try:
+        fields = probe.stored_fields()
+    except Exception as err:
+        msg = f"Cannot read Redis key {key!r} at {_hide_password(probe.url)}: {err}."
+        raise ConfigError(msg) from None
+    finally:
+        probe.close()
+    if not fields:
+        msg = f"Redis key {key!r} holds no tasklog records ({_hide_password(url)})."
+        raise StoreNotFoundError(msg)
+    types = {name: _KIND_TYPES.get(kind, str) for name, kind in fields.items()}
+    model = model_for_columns(list(fields), types, where=f"Redis key {key!r}")
+    extra = {k: v for k, v in found.items() if k != "key"}
+    return RedisRepo(server, key=key, model=model, **{**extra, **options})

@@ -39,7 +39,7 @@ from ..query import (
     Query,
 )
 from ..schema import FieldInfo
-from .base import CLOSING_ACTIONS, ModelT, Repository, Row
+from .base import ModelT, Repository, Row
 
 __all__ = ["SQLRepo"]
 
@@ -204,9 +204,24 @@ class SQLRepo(Repository[ModelT]):
         return 1000 if self._dialect == "sqlite" else 5000
 
     @property
-    def store_key(self) -> tuple[str, str, str]:
-        """The database URL and table name."""
-        return ("sql", self.engine.url.render_as_string(hide_password=False), self.table_name)
+    def store_key(self) -> tuple[Any, ...]:
+        """The database's identity and the table: an SQLite file by its resolved
+        path (symlinks too), an in-memory SQLite database by its engine, a
+        server's database by host, port and name (not by driver, user or password)."""
+        key: tuple[Any, ...] | None = self.__dict__.get("_store_key")
+        if key is None:
+            key = self.__dict__["_store_key"] = self._identity()
+        return key
+
+    def _identity(self) -> tuple[Any, ...]:
+        url = self.engine.url
+        backend = url.get_backend_name()
+        database = url.database or ""
+        if backend == "sqlite":
+            if database in ("", ":memory:") or "mode=memory" in database:
+                return ("sqlite-memory", id(self.engine), self.table_name)
+            return ("sqlite", os.path.realpath(_sqlite_path(database)), self.table_name)
+        return (backend, url.host, url.port, database, self.table_name)
 
     # --------------------------------------------------------------- schema
     def _define(self, table: str, with_id: bool) -> sa.Table:
@@ -414,8 +429,16 @@ class SQLRepo(Repository[ModelT]):
         with self.engine.begin() as conn:
             return int(conn.execute(stmt).rowcount)
 
-    def prune_rows(self, keep_runs: int | None, cutoff: float | None, task_name: str | None) -> int:
-        """One ``DELETE`` that ranks runs with a window function in the database."""
+    def prune_rows(
+        self,
+        keep_runs: int | None,
+        cutoff: float | None,
+        task_name: str | None,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        """One ``DELETE`` that ranks runs with a window function in the database
+        (a ``SELECT count(*)`` of the same rows with *dry_run*)."""
         t = self.table
         scope = [t.c.task_name == task_name] if task_name is not None and "task_name" in t.c else []
         doomed: list[ColumnElement[bool]] = []
@@ -425,6 +448,10 @@ class SQLRepo(Repository[ModelT]):
             doomed.append(self._beyond_newest_runs(keep_runs, scope))
         if not doomed:
             return 0
+        if dry_run:
+            count = sa.select(sa.func.count()).select_from(t).where(*scope, sa.or_(*doomed))
+            with self.engine.connect() as conn:
+                return int(conn.execute(count).scalar_one())
         stmt = t.delete().where(*scope, sa.or_(*doomed))
         with self.engine.begin() as conn:
             return int(conn.execute(stmt).rowcount)
@@ -479,19 +506,34 @@ class SQLRepo(Repository[ModelT]):
         )
         return self._id.in_(old)
 
+    # ------------------------------------------- runs (tasklog.history.RunQueries)
+    def latest_per_task_rows(self) -> list[Row] | None:
+        """The newest row of each task: one grouped query (None without a key column)."""
+        if self._id is None or "task_name" not in self.table.c:
+            return None
+        t = self.table
+        last = sa.select(sa.func.max(self._id)).group_by(t.c.task_name)
+        stmt = sa.select(*self._cols).where(self._id.in_(last))
+        with self.engine.connect() as conn:
+            return [dict(zip(self._names, row, strict=True)) for row in conn.execute(stmt)]
+
     def aggregate_runs(
         self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
-    ) -> list[Row]:
-        """Run figures computed in the database: one ``SELECT ... GROUP BY``.
+    ) -> list[Row] | None:
+        """Run figures computed in the database (see :func:`tasklog.history.aggregate_runs`).
 
-        ``starts`` groups the ``run`` records by task and run id; ``ends``
-        numbers each run's closing records in insertion order (a window
-        function) so the first one is its outcome; the outer join gives one
-        row per run with its runtime; ``ROW_NUMBER`` and ``COUNT`` windows
-        over the runtimes let the final ``GROUP BY`` pick the nearest-rank
-        percentiles. See :meth:`Repository.aggregate_runs`.
+        ``starts`` groups the ``run`` records by task and run id; for each, a
+        correlated subquery finds its first closing record's key through the
+        ``run_id`` index, and a join on the primary key reads that record, so
+        the cost grows with the history times a logarithm. ``ROW_NUMBER`` and
+        ``COUNT`` windows over the runtimes let the final ``GROUP BY`` pick
+        the nearest-rank percentiles. None (the generic path) for a table
+        without tasklog's key column.
         """
-        self.require_run_fields()
+        from ..history import CLOSING_ACTIONS, FAILURES, OTHER
+
+        if self._id is None:
+            return None
         t = self.table
         scope: list[ColumnElement[bool]] = [t.c.run_id.is_not(None)]
         if task_name is not None:
@@ -506,46 +548,39 @@ class SQLRepo(Repository[ModelT]):
             .group_by(t.c.task_name, t.c.run_id)
             .subquery("starts")
         )
-        seq = self._id if self._id is not None else t.c.created
-        numeric = ("timedelta", "float", "int")
-        runtime_col: sa.Label[Any] = (
-            sa.type_coerce(t.c.runtime, sa.Double()).label("runtime")
-            if "runtime" in t.c and self.schema.fields["runtime"].kind in numeric
-            else sa.cast(sa.null(), sa.Double()).label("runtime")
-        )
-        ends = (
-            sa.select(
-                t.c.task_name.label("task"),
-                t.c.run_id.label("run"),
-                t.c.action.label("outcome"),
-                t.c.created.label("created"),
-                runtime_col,
-                sa.func.row_number()
-                .over(partition_by=(t.c.task_name, t.c.run_id), order_by=seq)
-                .label("nth"),
+        c = t.alias("c")
+        end_id = (
+            sa.select(sa.func.min(c.c[ID_COLUMN]))
+            .where(
+                c.c.run_id == starts.c.run,
+                c.c.task_name == starts.c.task,
+                c.c.action.in_(CLOSING_ACTIONS),
             )
-            .where(t.c.action.in_(CLOSING_ACTIONS), *scope)
-            .subquery("ends")
+            .scalar_subquery()
+        )
+        pairs = (
+            sa.select(starts.c.task, starts.c.start, end_id.label("end_id"))
+            .where(*([starts.c.start >= since] if since is not None else []))
+            .subquery("pairs")
+        )
+        e = t.alias("e")
+        numeric = ("timedelta", "float", "int")
+        end_runtime: Any = (
+            sa.type_coerce(e.c.runtime, sa.Double())
+            if "runtime" in e.c and self.schema.fields["runtime"].kind in numeric
+            else sa.cast(sa.null(), sa.Double())
         )
         runtime = sa.case(
-            (ends.c.outcome.is_(None), sa.null()),
-            else_=sa.func.coalesce(ends.c.runtime, ends.c.created - starts.c.start),
+            (e.c.action.is_(None), sa.null()),
+            else_=sa.func.coalesce(end_runtime, e.c.created - pairs.c.start),
         )
         runs = (
             sa.select(
-                starts.c.task.label("task"),
-                ends.c.outcome.label("outcome"),
+                pairs.c.task.label("task"),
+                e.c.action.label("outcome"),
                 sa.type_coerce(runtime, sa.Double()).label("runtime"),
             )
-            .select_from(
-                starts.outerjoin(
-                    ends,
-                    sa.and_(
-                        ends.c.task == starts.c.task, ends.c.run == starts.c.run, ends.c.nth == 1
-                    ),
-                )
-            )
-            .where(*([starts.c.start >= since] if since is not None else []))
+            .select_from(pairs.outerjoin(e, e.c[ID_COLUMN] == pairs.c.end_id))
             .subquery("runs")
         )
         group = [runs.c.task] if by_task else []
@@ -572,8 +607,8 @@ class SQLRepo(Repository[ModelT]):
             ranked.c.task if by_task else sa.null(),
             sa.func.count(),
             tally(("success",)),
-            tally(("fail", "crash")),
-            tally(("inaction", "terminate")),
+            tally(FAILURES),
+            tally(OTHER),
             sa.func.count(ranked.c.outcome),
             sa.func.avg(ranked.c.runtime),
             percentile(50),
@@ -584,7 +619,6 @@ class SQLRepo(Repository[ModelT]):
             stmt = stmt.group_by(ranked.c.task).order_by(ranked.c.task)
         names = ("task_name", "runs", "successes", "failures", "other", "finished",
                  "mean_runtime", "p50_runtime", "p95_runtime", "max_runtime")
-        self.sync()
         with self.engine.connect() as conn:
             rows = [dict(zip(names, row, strict=True)) for row in conn.execute(stmt)]
         for row in rows:
@@ -708,3 +742,128 @@ def _reset_after_fork() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
+
+
+# ------------------------------------------------------------------ registry
+
+
+def parse_sql_url(url: str) -> tuple[sa.URL, str | None]:
+    """Split an SQLAlchemy URL into the database URL and its ``?table=`` option.
+
+    Raises:
+        ValueError: the URL cannot be parsed or names no known database
+            (:class:`~tasklog.exceptions.ConfigError`).
+    """
+    from .registry import known_schemes
+
+    try:
+        parsed = sa.make_url(url)
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is no number
+        msg = f"Cannot parse repository URL {url!r}. {known_schemes()}"
+        raise ConfigError(msg) from None
+    value = parsed.query.get("table")
+    table = value if isinstance(value, str) or value is None else value[-1]
+    parsed = parsed.difference_update_query(["table"])
+    try:
+        parsed.get_dialect()
+    except exc.NoSuchModuleError:
+        msg = (
+            f"Unknown repository URL scheme {parsed.drivername!r} in {url!r}. {known_schemes()}"
+        )
+        raise ConfigError(msg) from None
+    return parsed, table
+
+
+def open_url(url: str, model: type[Any] | None, options: dict[str, Any]) -> SQLRepo[Any]:
+    """Any SQLAlchemy URL, with ``?table=NAME`` (see :mod:`.registry`).
+
+    Without *model*, an existing table is read with a model matching its columns.
+    """
+    from ..exceptions import StoreNotFoundError
+    from .registry import DEFAULT_MODEL
+
+    parsed, table = parse_sql_url(url)
+    if table is not None:
+        options.setdefault("table", table)
+    if model is None:
+        try:
+            return _open_existing(parsed, options)
+        except StoreNotFoundError:
+            model = DEFAULT_MODEL
+    return SQLRepo(url=parsed, model=model, **options)
+
+
+def open_existing(url: str, options: dict[str, Any]) -> SQLRepo[Any]:
+    """An existing table, with a model matching its columns.
+
+    Raises:
+        StoreNotFoundError: the database file or the table does not exist.
+        ConfigError: the URL is not usable, or the table is not a tasklog store.
+    """
+    parsed, table = parse_sql_url(url)
+    options = dict(options)
+    if options.get("table") is None and table is not None:
+        options["table"] = table
+    return _open_existing(parsed, options)
+
+
+def _open_existing(parsed: sa.URL, options: dict[str, Any]) -> SQLRepo[Any]:
+    from pathlib import Path
+
+    from ..exceptions import StoreNotFoundError
+    from .registry import model_for_columns, not_a_directory
+
+    options = dict(options)
+    table = options.pop("table", None) or "task_log"
+    options.pop("if_missing", None)
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        database = _sqlite_path(str(parsed.database))
+        not_a_directory(Path(database), "Database file")
+        if not Path(database).is_file():
+            msg = f"Database file {database!r} does not exist ({shown})."
+            raise StoreNotFoundError(msg)
+    try:
+        engine = make_engine(parsed)
+    except (exc.ArgumentError, ImportError) as err:
+        msg = f"Cannot use database URL {shown!r}: {err}."
+        raise ConfigError(msg) from None
+    try:
+        inspector = sa.inspect(engine)
+        if not inspector.has_table(table):
+            tables = sorted(inspector.get_table_names())
+            known = f"; its tables: {', '.join(tables)}" if tables else "; it has no tables"
+            msg = f"Table {table!r} does not exist in {shown}{known}."
+            raise StoreNotFoundError(msg)
+        columns = inspector.get_columns(table)
+    except exc.SQLAlchemyError as err:
+        msg = f"Cannot read {shown}: {getattr(err, 'orig', None) or err}."
+        raise ConfigError(msg) from None
+    finally:
+        engine.dispose()
+    names = [str(c["name"]) for c in columns]
+    model = model_for_columns(names, _python_types(columns), where=f"Table {table!r} in {shown}")
+    return SQLRepo(url=parsed, model=model, table=table, if_missing="raise", **options)
+
+
+def _sqlite_path(database: str) -> str:
+    """The file of an SQLite database name (``file:`` URIs too)."""
+    return database[5:].split("?", 1)[0] if database.startswith("file:") else database
+
+
+def _python_types(columns: list[Any]) -> dict[str, Any]:
+    """The Python type of each reflected column, by name (``str`` when unknown)."""
+    mapping: list[tuple[type[Any], Any]] = [
+        (sa.Boolean, bool),
+        (sa.Integer, int),
+        (sa.Float, float),
+        (sa.Numeric, float),
+        (sa.DateTime, datetime),
+        (sa.Interval, timedelta),
+        (sa.JSON, Any),
+    ]
+    types: dict[str, Any] = {}
+    for column in columns:
+        kind = column["type"]
+        types[column["name"]] = next((t for base, t in mapping if isinstance(kind, base)), str)
+    return types

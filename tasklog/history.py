@@ -1,0 +1,738 @@
+"""What a run is, and reading runs back: the one module that knows.
+
+A run is the records of one task that share a ``run_id``. It starts with its
+``run`` record and ends with its first closing record (an action in
+:data:`CLOSING_ACTIONS`), whose action is the run's *outcome*; a run without
+one is open (``running``). Its start and end are the ``start``/``end`` fields
+of those records when the model has them, else their ``created`` times, and
+its runtime the closing record's ``runtime``, else end minus start.
+
+Everything that reads runs goes through here — :func:`list_runs`,
+:func:`get_run`, :func:`tasklog.stats`, :func:`mark_crashed`, the CLI and the
+web service — over the repository primitives, on every store alike. A store
+may answer some of these reads faster itself by implementing
+:class:`RunQueries` (the SQL store computes figures in the database); the
+answers are the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol, runtime_checkable
+
+from .exceptions import ConfigError
+from .query import Between, GreaterEqual, In, LessEqual, Operator, Query, in_
+from .repos import Repository
+from .repos.base import Row, cutoff_timestamp
+
+__all__ = [
+    "CLOSING_ACTIONS",
+    "FAILURES",
+    "OTHER",
+    "RUNNING",
+    "CrashCandidate",
+    "RunInfo",
+    "RunQueries",
+    "aggregate_runs",
+    "crash_candidates",
+    "get_run",
+    "has_task",
+    "latest_per_task",
+    "list_runs",
+    "lost_runs",
+    "mark_crashed",
+    "newest",
+    "open_runs",
+    "process_gone",
+    "require_run_fields",
+    "summarize_runs",
+    "write_crashes",
+]
+
+CLOSING_ACTIONS: tuple[str, ...] = (
+    "success", "fail", "crash", "inaction", "terminate", "missed", "skipped"
+)
+"""The actions that end a run; a run's first one is its outcome.
+
+``missed`` and ``skipped`` are written by the scheduler hooks
+(:mod:`tasklog.contrib`) for an execution that did not happen."""
+FAILURES: tuple[str, ...] = ("fail", "crash")
+"""Outcomes counted as failures."""
+OTHER: tuple[str, ...] = ("inaction", "terminate")
+"""Outcomes that neither help nor hurt the success rate."""
+RUNNING = "running"
+"""The ``outcome`` filter of :func:`list_runs` for runs still open."""
+
+_RUN_FIELDS = ("task_name", "action", "created", "run_id")
+_PAGE = 200
+"""Runs read per round trip while filling a page."""
+
+
+@runtime_checkable
+class RunQueries(Protocol):
+    """The fast path a store may provide for reads over runs.
+
+    A repository that has these methods is asked first; a method returning
+    None (it cannot answer here, e.g. a table without its key column) falls
+    back to the generic path over the primitives. Answers must equal the
+    generic path's.
+    """
+
+    def aggregate_runs(
+        self, *, task_name: str | None, since: float | None, by_task: bool
+    ) -> list[Row] | None:
+        """Rows as :func:`summarize_runs` gives them, over runs started since *since*."""
+
+    def latest_per_task_rows(self) -> list[Row] | None:
+        """The newest row of each task (any order)."""
+
+
+def require_run_fields(repo: Repository[Any]) -> None:
+    """Check that *repo*'s model can describe runs (``task_name``, ``action``,
+    ``created`` and ``run_id``).
+
+    Raises:
+        ConfigError: a field is missing (a ``ValueError``); the message names it.
+    """
+    missing = [name for name in _RUN_FIELDS if name not in repo.schema.fields]
+    if missing:
+        msg = (
+            f"Runs need the fields task_name, action, created and run_id; the store's records "
+            f"({repo.model.__name__}) lack {', '.join(missing)}. Use a model with them, such "
+            "as TaskRunRecord or MinimalRunRecord (or 'tail' and 'errors' to read them)."
+        )
+        raise ConfigError(msg)
+
+
+# ------------------------------------------------------------------ records
+
+
+def newest(repo: Repository[Any], n: int, **conditions: Any) -> list[Any]:
+    """The last *n* records (in insertion order) matching *conditions*, oldest first.
+
+    Streams: a CSV file is read once keeping *n* rows; SQL asks the database
+    for the last *n* rows.
+    """
+    if n <= 0:
+        return []
+    result = repo.filter_by(**conditions)
+    repo.sync()
+    rows = list(repo.select_rows(result.query, limit=n, reverse=True))
+    build = repo.model.model_validate
+    return [build(row) for row in reversed(rows)]
+
+
+def latest_per_task(repo: Repository[Any]) -> list[Any]:
+    """The newest record of each task, sorted by task name."""
+    repo.sync()
+    rows = repo.latest_per_task_rows() if isinstance(repo, RunQueries) else None
+    if rows is None:
+        found: dict[Any, Row] = {}
+        for row in repo.select_rows(Query()):
+            found[row.get("task_name")] = row
+        rows = list(found.values())
+    build = repo.model.model_validate
+    return sorted((build(row) for row in rows), key=lambda r: str(r.task_name))
+
+
+def has_task(repo: Repository[Any], task_name: str) -> bool:
+    """Whether *repo* holds any record of *task_name*."""
+    return repo.filter_by(task_name=task_name).first() is not None
+
+
+# --------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run: its ``run`` record and its closing record, summarised.
+
+    From :func:`list_runs` and :func:`get_run`, it also reads the run's
+    records back (:meth:`records`, :meth:`output`).
+    """
+
+    run_id: str
+    task_name: str
+    start: datetime
+    end: datetime | None
+    runtime: timedelta | None
+    outcome: str | None
+    """The closing action (``success``, ``fail``, ...), or None while running."""
+    host: str | None = None
+    process: int | None = None
+    cursor: str = ""
+    """Pass as ``before=`` to :func:`list_runs` for the runs after this one."""
+    repo: Repository[Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def running(self) -> bool:
+        """Whether the run has no closing record yet."""
+        return self.outcome is None
+
+    def as_json(self) -> dict[str, Any]:
+        """The run as the CLI prints it (``runs --json``): ISO 8601 times, runtime in seconds."""
+        return {
+            "run_id": self.run_id,
+            "task_name": self.task_name,
+            "start": self.start.isoformat(),
+            "end": None if self.end is None else self.end.isoformat(),
+            "runtime": None if self.runtime is None else self.runtime.total_seconds(),
+            "outcome": self.outcome,
+        }
+
+    def records(self) -> list[Any]:
+        """The run's stored records, in order.
+
+        Raises:
+            LookupError: this RunInfo was not read from a repository.
+        """
+        if self.repo is None:
+            msg = "This RunInfo has no repository; get it from list_runs() or get_run()."
+            raise LookupError(msg)
+        return self.repo.filter_by(task_name=self.task_name, run_id=self.run_id).all()
+
+    def output(self) -> str:
+        """The run's log as lines ``[2024-03-04 12:00:00.000] [INFO] [task] message``
+        (as :meth:`tasklog.Run.output`, from the stored records)."""
+        from .runs import format_records
+
+        return format_records(self.records())
+
+
+def _when(row: Row, name: str) -> datetime:
+    value = row.get(name)
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(float(row["created"]), tz=timezone.utc)
+
+
+def _encode_cursor(created: float, task: Any, run_id: Any) -> str:
+    text = json.dumps([created, task, run_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, task, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return float(created), str(task), str(run_id)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        msg = f"Invalid cursor {cursor!r}: pass the cursor of a RunInfo from list_runs."
+        raise ConfigError(msg) from None
+
+
+def _key(row: Row) -> tuple[float, str, str]:
+    return (float(row["created"]), str(row["task_name"]), str(row["run_id"]))
+
+
+def _closings(
+    repo: Repository[Any], starts: Sequence[Row]
+) -> dict[tuple[Any, Any], Row]:
+    """The first closing row of each run in *starts*, by (task, run id)."""
+    wanted = {(row["task_name"], row["run_id"]) for row in starts}
+    ids = sorted({str(run_id) for _, run_id in wanted})
+    found: dict[tuple[Any, Any], Row] = {}
+    for i in range(0, len(ids), 500):
+        query = Query.build(
+            repo.schema, {"run_id": in_(ids[i : i + 500]), "action": in_(CLOSING_ACTIONS)}
+        )
+        for row in repo.select_rows(query):
+            key = (row["task_name"], row["run_id"])
+            if key in wanted and key not in found:
+                found[key] = row
+    return found
+
+
+def _run_info(repo: Repository[Any], start: Row, end: Row | None) -> RunInfo:
+    begun = _when(start, "start")
+    finish = runtime = outcome = None
+    if end is not None:
+        outcome = str(end["action"])
+        finish = _when(end, "end")
+        value = end.get("runtime")
+        runtime = value if isinstance(value, timedelta) else finish - begun
+    process = start.get("process")
+    return RunInfo(
+        run_id=str(start["run_id"]),
+        task_name=str(start["task_name"]),
+        start=begun,
+        end=finish,
+        runtime=runtime,
+        outcome=outcome,
+        host=start.get("host"),
+        process=process if isinstance(process, int) else None,
+        cursor=_encode_cursor(*_key(start)),
+        repo=repo,
+    )
+
+
+def _names(value: str | Iterable[str] | None, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    names = list(value)
+    if not all(isinstance(v, str) for v in names):
+        msg = f"{what} must be a name or a list of names, not {value!r}."
+        raise ConfigError(msg)
+    return names
+
+
+def _starts_newest_first(
+    repo: Repository[Any],
+    conditions: dict[str, Any],
+    low: float | None,
+    high: float | None,
+    bound: tuple[float, str, str] | None,
+) -> Iterator[Row]:
+    """``run`` rows matching *conditions* and started from *low* to *high*, newest
+    start first (ties by task and run id, descending), only those before *bound*;
+    read a page at a time."""
+    size = _PAGE
+    while True:
+        where = dict(conditions)
+        top = high if bound is None else bound[0] if high is None else min(high, bound[0])
+        span = _created_range(low, top)
+        if span is not None:
+            where["created"] = span
+        query = Query.build(repo.schema, where).ordered(repo.schema, ("-created",))
+        rows = list(repo.select_rows(query, limit=size))
+        fresh = sorted(
+            (r for r in rows if r.get("run_id") is not None and (bound is None or _key(r) < bound)),
+            key=_key,
+            reverse=True,
+        )
+        if len(rows) < size:  # the last page
+            yield from fresh
+            return
+        # the page's oldest start may have more rows of the same time on the next page
+        oldest = float(rows[-1]["created"])
+        done = [r for r in fresh if float(r["created"]) > oldest]
+        if not done:  # a whole page of one start time: read more at once
+            size *= 2
+            continue
+        yield from done
+        bound = _key(done[-1])
+        size = _PAGE
+
+
+def _created_range(low: float | None, high: float | None) -> Operator | None:
+    """The condition ``low <= created <= high`` (a None bound is open)."""
+    if low is not None and high is not None:
+        return Between(low, high)
+    if low is not None:
+        return GreaterEqual(low)
+    if high is not None:
+        return LessEqual(high)
+    return None
+
+
+def list_runs(
+    repo: Repository[Any],
+    *,
+    task_name: str | Iterable[str] | None = None,
+    outcome: str | Iterable[str] | None = None,
+    since: timedelta | datetime | float | None = None,
+    until: timedelta | datetime | float | None = None,
+    limit: int | None = 100,
+    before: str | None = None,
+) -> list[RunInfo]:
+    """Runs, newest start first, across all tasks unless *task_name* narrows it.
+
+    Args:
+        repo: any repository whose model has ``run_id``.
+        task_name: a task name or a list of them.
+        outcome: a closing action or a list of them; ``"running"`` means still open.
+        since: runs that started at or after this (a ``timedelta`` back from
+            now, a ``datetime`` or an epoch timestamp).
+        until: runs that started at or before this (same forms).
+        limit: at most this many runs (None: all).
+        before: the ``cursor`` of a run from an earlier page: the runs after
+            it. Pages stay correct while new runs arrive (they start later,
+            so they come before any cursor).
+
+    Raises:
+        ConfigError: the model has no ``run_id``, or a bad argument (a ``ValueError``).
+    """
+    require_run_fields(repo)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        msg = f"limit must be a non-negative integer or None, not {limit!r}."
+        raise ConfigError(msg)
+    tasks = _names(task_name, "task_name")
+    outcomes = _names(outcome, "outcome")
+    bound = _decode_cursor(before) if before is not None else None
+    conditions: dict[str, Any] = {"action": "run"}
+    if tasks is not None:
+        conditions["task_name"] = in_(tasks)
+    low, high = _timestamp(since, "since"), _timestamp(until, "until")
+    if low is not None and high is not None and low > high:
+        return []
+    if limit == 0:
+        return []
+    repo.sync()
+    wanted_open = outcomes is not None and RUNNING in outcomes
+    wanted = None if outcomes is None else {o for o in outcomes if o != RUNNING}
+    runs: list[RunInfo] = []
+    starts = _starts_newest_first(repo, conditions, low, high, bound)
+    chunk: list[Row] = []
+    seen: set[tuple[Any, Any]] = set()
+
+    def take(rows: list[Row]) -> bool:
+        ends = _closings(repo, rows)
+        for row in rows:
+            key = (row["task_name"], row["run_id"])
+            if key in seen:  # a second run record of the same run
+                continue
+            seen.add(key)
+            end = ends.get(key)
+            if outcomes is not None:
+                if end is None and not wanted_open:
+                    continue
+                if end is not None and (wanted is None or end["action"] not in wanted):
+                    continue
+            runs.append(_run_info(repo, row, end))
+            if limit is not None and len(runs) >= limit:
+                return True
+        return False
+
+    size = min(limit or _PAGE, _PAGE)
+    for row in starts:
+        chunk.append(row)
+        if len(chunk) >= size:
+            if take(chunk):
+                return runs
+            chunk = []
+            size = _PAGE
+    if chunk:
+        take(chunk)
+    return runs
+
+
+def _timestamp(value: timedelta | datetime | float | None, name: str) -> float | None:
+    try:
+        return cutoff_timestamp(value)
+    except TypeError:
+        msg = f"{name} must be a timedelta, a datetime or an epoch timestamp, not {value!r}."
+        raise ConfigError(msg) from None
+    except OverflowError:
+        msg = f"{name} is out of range: {value!r}."
+        raise ConfigError(msg) from None
+
+
+def get_run(repo: Repository[Any], run_id: str) -> RunInfo | None:
+    """The run with this id, or None.
+
+    Raises:
+        ConfigError: the model has no ``run_id``.
+    """
+    require_run_fields(repo)
+    repo.sync()
+    query = Query.build(repo.schema, {"run_id": str(run_id), "action": "run"})
+    starts = list(repo.select_rows(query, limit=1))
+    if not starts:
+        return None
+    return _run_info(repo, starts[0], _closings(repo, starts).get(
+        (starts[0]["task_name"], starts[0]["run_id"])
+    ))
+
+
+def open_runs(
+    repo: Repository[Any], *, task_name: str | Iterable[str] | None = None
+) -> list[RunInfo]:
+    """Runs that started and have no closing record, oldest start first."""
+    require_run_fields(repo)
+    tasks = _names(task_name, "task_name")
+    scope: dict[str, Any] = {} if tasks is None else {"task_name": in_(tasks)}
+    repo.sync()
+    opened: dict[tuple[Any, Any], Row] = {}
+    for row in repo.select_rows(Query.build(repo.schema, {**scope, "action": "run"})):
+        if row.get("run_id") is not None:
+            opened.setdefault((row["task_name"], row["run_id"]), row)
+    if opened:
+        closing = Query.build(repo.schema, {**scope, "action": In(CLOSING_ACTIONS)})
+        for row in repo.select_rows(closing):
+            opened.pop((row["task_name"], row.get("run_id")), None)
+    rows = sorted(opened.values(), key=_key)
+    return [_run_info(repo, row, None) for row in rows]
+
+
+# ------------------------------------------------------------- dead runs
+
+
+def process_gone(host: Any, pid: Any) -> bool | None:
+    """Whether a run's process is known gone (True), alive (False) or unknown (None:
+    another host, or no pid)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or host != socket.gethostname():
+        return None
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, owned by someone else
+        return False
+    except (OSError, OverflowError):
+        return None
+    return False
+
+
+def lost_runs(
+    repo: Repository[Any], *, task_name: str | Iterable[str] | None = None
+) -> list[RunInfo]:
+    """Open runs whose process is gone on this host (computed now, nothing written),
+    oldest first."""
+    return [
+        run for run in open_runs(repo, task_name=task_name)
+        if process_gone(run.host, run.process)
+    ]
+
+
+@dataclass(frozen=True)
+class CrashCandidate:
+    """A run :func:`mark_crashed` would mark, and why."""
+
+    run: RunInfo
+    reason: str
+    last_seen: datetime
+    """The time of the run's newest record."""
+
+
+def _last_seen(repo: Repository[Any], run: RunInfo) -> datetime:
+    query = Query.build(repo.schema, {"task_name": run.task_name, "run_id": run.run_id})
+    last = list(repo.select_rows(query, limit=1, reverse=True))
+    if not last:
+        return run.start
+    return datetime.fromtimestamp(float(last[0]["created"]), tz=timezone.utc)
+
+
+def crash_candidates(
+    repo: Repository[Any],
+    *,
+    older_than: timedelta | datetime | float | None = None,
+    stale_after: timedelta | datetime | float | None = None,
+) -> list[CrashCandidate]:
+    """The open runs :func:`mark_crashed` would mark (nothing is written), oldest first.
+
+    A run is dead when its process is gone (it names this host and a pid
+    that no longer exists), or it started before *older_than*, or its newest
+    record is older than *stale_after* (ages as ``timedelta``, or a
+    ``datetime``/epoch timestamp). A run whose process is alive on this host
+    is never a candidate.
+    """
+    started_before = _timestamp(older_than, "older_than")
+    seen_before = _timestamp(stale_after, "stale_after")
+    found: list[CrashCandidate] = []
+    for run in open_runs(repo):
+        gone = process_gone(run.host, run.process)
+        if gone is False:
+            continue
+        last_seen = _last_seen(repo, run)
+        if gone:
+            why = f"its process {run.process} on {run.host} is gone"
+        elif started_before is not None and run.start.timestamp() < started_before:
+            why = "it did not finish in time"
+        elif seen_before is not None and last_seen.timestamp() < seen_before:
+            why = f"nothing was logged since {last_seen.isoformat()}"
+        else:
+            continue
+        found.append(CrashCandidate(run, why, last_seen))
+    return found
+
+
+def mark_crashed(
+    repo: Repository[Any],
+    *,
+    older_than: timedelta | datetime | float | None = None,
+    stale_after: timedelta | datetime | float | None = None,
+) -> list[str]:
+    """Log ``crash`` for runs that started, never finished, and are dead.
+
+    Dead as :func:`crash_candidates` tells: the process is gone (same host),
+    or the run started before *older_than*, or its newest record is older
+    than *stale_after*. A run whose process is alive on this host is never
+    marked. Marking again marks nothing new: a ``crash`` record closes the run.
+
+    The ``crash`` records are added to *repo* in one batch, with the run's
+    task, run id, host and process, and ``start``/``end``/``runtime`` (up to
+    the run's newest record) where the model has them.
+
+    Returns:
+        The run ids marked, oldest run first.
+
+    Raises:
+        ConfigError: the model has no ``run_id`` (a ``ValueError``).
+    """
+    require_run_fields(repo)
+    return write_crashes(
+        repo, crash_candidates(repo, older_than=older_than, stale_after=stale_after)
+    )
+
+
+def write_crashes(repo: Repository[Any], candidates: Sequence[CrashCandidate]) -> list[str]:
+    """Log ``crash`` for each of *candidates* (from :func:`crash_candidates`), in one
+    batch; their run ids."""
+    if candidates:
+        repo.add_many(
+            _crash_record(repo, c.run, c.last_seen, f"Run {c.run.run_id} crashed: {c.reason}")
+            for c in candidates
+        )
+    return [c.run.run_id for c in candidates]
+
+
+def _crash_record(repo: Repository[Any], run: RunInfo, last_seen: datetime, message: str) -> Any:
+    """A ``crash`` record for *run*, with what the model has."""
+    now = time.time()
+    data: dict[str, Any] = {
+        "task_name": run.task_name,
+        "action": "crash",
+        "created": now,
+        "run_id": run.run_id,
+        "host": run.host,
+        "process": run.process,
+        "start": run.start,
+        "end": last_seen,
+        "runtime": max(last_seen - run.start, timedelta(0)),
+        "message": message,
+        "msg": message,
+        "formatted_message": message,
+        "exc_text": None,
+        "name": "tasklog.crash",
+        "levelname": "ERROR",
+        "levelno": 40,
+        "pathname": "",
+        "filename": "",
+        "module": "",
+        "lineno": 0,
+        "funcName": "",
+        "msecs": (now % 1) * 1000,
+        "relativeCreated": 0.0,
+        "thread": None,
+        "threadName": None,
+        "processName": None,
+    }
+    fields = repo.schema.fields
+    if any(name not in data for name in fields):  # the run's own fields (attempt, ...)
+        query = Query.build(repo.schema, {"run_id": run.run_id, "action": "run"})
+        for row in repo.select_rows(query, limit=1):
+            for name in fields:
+                if name not in data and name in row:
+                    data[name] = row[name]
+    return repo.model.model_validate({k: v for k, v in data.items() if k in fields})
+
+
+# ----------------------------------------------------------------- figures
+
+
+def _rank(percent: int, n: int) -> int:
+    """Nearest rank (1-based) of the *percent* percentile of *n* values: ceil(p*n/100)."""
+    return (percent * n + 99) // 100
+
+
+def summarize_runs(
+    runs: Iterable[tuple[str | None, str | None, float | None]], *, by_task: bool = True
+) -> list[Row]:
+    """Aggregate runs given as ``(task_name, outcome, runtime seconds)``.
+
+    *outcome* is the closing action (None while the run is open) and
+    *runtime* is None for an open run. Returns rows as :func:`aggregate_runs`.
+    """
+    groups: dict[str | None, list[tuple[str | None, float | None]]] = {}
+    for task, outcome, runtime in runs:
+        groups.setdefault(task if by_task else None, []).append((outcome, runtime))
+    if not by_task and not groups:
+        groups[None] = []
+    rows: list[Row] = []
+    for task in sorted(groups, key=lambda t: (t is not None, t or "")):
+        members = groups[task]
+        times = sorted(rt for outcome, rt in members if outcome is not None and rt is not None)
+        n = len(times)
+        rows.append({
+            "task_name": task,
+            "runs": len(members),
+            "successes": sum(1 for outcome, _ in members if outcome == "success"),
+            "failures": sum(1 for outcome, _ in members if outcome in FAILURES),
+            "other": sum(1 for outcome, _ in members if outcome in OTHER),
+            "finished": sum(1 for outcome, _ in members if outcome is not None),
+            "mean_runtime": sum(times) / n if n else None,
+            "p50_runtime": times[_rank(50, n) - 1] if n else None,
+            "p95_runtime": times[_rank(95, n) - 1] if n else None,
+            "max_runtime": times[-1] if n else None,
+        })
+    return rows
+
+
+def aggregate_runs(
+    repo: Repository[Any],
+    *,
+    task_name: str | None = None,
+    since: float | None = None,
+    by_task: bool = True,
+) -> list[Row]:
+    """Figures over runs, one row per task (or one in all, without *by_task*).
+
+    A run's outcome is its first closing record (same task and run id) and
+    its runtime that record's ``runtime`` when set, else the difference of
+    their ``created``. *since* (an epoch timestamp) keeps runs that started
+    since then.
+
+    Each row has ``task_name`` (None without *by_task*), ``runs``,
+    ``successes``, ``failures`` (fail, crash), ``other`` (inaction,
+    terminate), ``finished``, and ``mean_runtime``, ``p50_runtime``,
+    ``p95_runtime``, ``max_runtime`` in seconds over finished runs
+    (nearest-rank percentiles; None when none finished), sorted by task name.
+    A store's :class:`RunQueries` answers when it can; else one pass over
+    the run and closing records.
+
+    Raises:
+        ConfigError: the model has no ``run_id``.
+    """
+    require_run_fields(repo)
+    repo.sync()
+    if isinstance(repo, RunQueries):
+        fast = repo.aggregate_runs(task_name=task_name, since=since, by_task=by_task)
+        if fast is not None:
+            return fast
+    conditions: dict[str, Any] = {"action": In(("run", *CLOSING_ACTIONS))}
+    if task_name is not None:
+        conditions["task_name"] = task_name
+    has_runtime = "runtime" in repo.schema.fields
+    starts: dict[tuple[Any, Any], float] = {}
+    ends: dict[tuple[Any, Any], tuple[str, float, Any]] = {}
+    for row in repo.select_rows(Query.build(repo.schema, conditions)):
+        run_id = row.get("run_id")
+        if run_id is None:
+            continue
+        key = (row.get("task_name"), run_id)
+        created = float(row["created"])
+        if row["action"] == "run":
+            if key not in starts or created < starts[key]:
+                starts[key] = created
+        elif key not in ends:
+            ends[key] = (row["action"], created, row.get("runtime") if has_runtime else None)
+
+    def runs() -> Iterator[tuple[str | None, str | None, float | None]]:
+        for key, start in starts.items():
+            if since is not None and start < since:
+                continue
+            end = ends.get(key)
+            if end is None:
+                yield key[0], None, None
+                continue
+            outcome, created, runtime = end
+            if isinstance(runtime, timedelta):
+                seconds = runtime.total_seconds()
+            elif isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
+                seconds = float(runtime)
+            else:
+                seconds = created - start
+            yield key[0], outcome, seconds
+
+    return summarize_runs(runs(), by_task=by_task)
