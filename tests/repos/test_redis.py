@@ -36,7 +36,7 @@ from tasklog import (
     less_than,
     not_equal,
 )
-from tasklog.inspect import open_existing
+from tasklog.repos import open_existing
 from tasklog.repos.redis_store import RedisRepo
 
 pytestmark = pytest.mark.redis
@@ -354,7 +354,7 @@ class TestStores:
 
     def test_missing_key_is_not_found(self, redis_url: str) -> None:
         """open_existing on an empty key says the store is not there."""
-        from tasklog.inspect import StoreNotFoundError
+        from tasklog.exceptions import StoreNotFoundError
 
         with pytest.raises(StoreNotFoundError, match="nothing_here"):
             open_existing(f"{redis_url}?key=nothing_here")
