@@ -68,9 +68,11 @@ class TestReads:
         ]
         assert all(set(r) == RUN_KEYS for r in page["runs"])
         open_run = page["runs"][0]
-        assert open_run["end"] is None and open_run["runtime"] is None
+        assert open_run["end"] is None
+        assert open_run["runtime"] is None
         done = page["runs"][1]
-        assert done["runtime"] >= 0 and done["end"] >= done["start"]
+        assert done["runtime"] >= 0
+        assert done["end"] >= done["start"]
 
     def test_runs_pages_follow_the_cursor(
         self, client: TestClient, history: tuple[Repository[Any], dict[str, Any]]
@@ -97,7 +99,8 @@ class TestReads:
         running = ok(client, "/api/runs?status=running")["runs"]
         assert [(r["task_name"], r["outcome"]) for r in running] == [("nightly-report", None)]
         report = ok(client, "/api/runs?task=nightly-report")["runs"]
-        assert len(report) == 4 and {r["task_name"] for r in report} == {"nightly-report"}
+        assert len(report) == 4
+        assert {r["task_name"] for r in report} == {"nightly-report"}
         both = ok(client, "/api/runs?task=nightly-report&task=cleanup-tmp&status=success")
         assert len(both["runs"]) == 3
         hostile = ok(client, f"/api/runs?task={quote(HOSTILE_TASK)}")["runs"]
@@ -132,7 +135,8 @@ class TestReads:
         assert ok(client, "/api/stats") == json.loads(json.dumps(stats(history[0]).as_json()))
         one = ok(client, "/api/stats?task=fetch-prices&since=1d")
         assert [t["task_name"] for t in one["tasks"]] == ["fetch-prices"]
-        assert one["total"]["failures"] == 2 and "task_name" not in one["total"]
+        assert one["total"]["failures"] == 2
+        assert "task_name" not in one["total"]
 
     def test_errors(self, client: TestClient) -> None:
         """/api/errors gives the fail records with tracebacks, oldest first, limited."""
@@ -178,8 +182,10 @@ class TestReads:
             assert bucket["runs"] == sum(bucket["counts"].values())
             for name, n in bucket["counts"].items():
                 totals[name] = totals.get(name, 0) + n
-        assert totals["success"] == 5 and totals["fail"] == 2
-        assert totals["inaction"] == 1 and totals["running"] == 1
+        assert totals["success"] == 5
+        assert totals["fail"] == 2
+        assert totals["inaction"] == 1
+        assert totals["running"] == 1
         one = ok(client, "/api/history?task=fetch-prices")
         assert sum(b["runs"] for b in one["buckets"]) == 3
 
@@ -189,7 +195,8 @@ class TestReads:
         by_name = {t["task_name"]: t for t in doc["tasks"]}
         prices = by_name["fetch-prices"]
         assert [r["outcome"] for r in prices["recent"]] == ["fail", "fail"]
-        assert prices["stats"]["runs"] == 3 and prices["stats"]["failures"] == 2
+        assert prices["stats"]["runs"] == 3
+        assert prices["stats"]["failures"] == 2
 
     def test_metrics(self, client: TestClient) -> None:
         """/metrics is Prometheus text with runs by outcome, running runs and runtimes."""
@@ -217,13 +224,16 @@ class TestScheduleZero:
         """/api/executions maps runs onto ScheduleZero's records, newest first."""
         doc = ok(client, "/api/executions")
         assert set(doc) == {"count", "limit", "records"}
-        assert doc["limit"] == 100 and doc["count"] == len(doc["records"]) == 9
+        assert doc["limit"] == 100
+        assert doc["count"] == len(doc["records"]) == 9
         assert all(set(r) == EXECUTION_KEYS for r in doc["records"])
         running, hostile = doc["records"][0], doc["records"][1]
-        assert running["status"] == "running" and running["completed_at"] is None
+        assert running["status"] == "running"
+        assert running["completed_at"] is None
         assert running["duration_ms"] is None
         assert hostile["job_id"] == hostile["handler_id"] == HOSTILE_TASK
-        assert hostile["status"] == "success" and hostile["attempt_number"] == 1
+        assert hostile["status"] == "success"
+        assert hostile["attempt_number"] == 1
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", hostile["started_at"])
         assert isinstance(hostile["duration_ms"], int)
         statuses = {r["status"] for r in doc["records"]}
@@ -247,13 +257,16 @@ class TestScheduleZero:
             "total_executions", "success_count", "error_count", "success_rate",
             "average_duration_ms", "by_handler", "buffer_utilization",
         }
-        assert doc["total_executions"] == 9 and doc["success_count"] == 5
-        assert doc["error_count"] == 2 and doc["success_rate"] == round(100 * 5 / 7, 2)
+        assert doc["total_executions"] == 9
+        assert doc["success_count"] == 5
+        assert doc["error_count"] == 2
+        assert doc["success_rate"] == round(100 * 5 / 7, 2)
         prices = doc["by_handler"]["fetch-prices"]
         assert set(prices) == {"total", "success", "error", "success_rate", "avg_duration_ms"}
         assert prices["success_rate"] == 33.33
         errors = ok(client, "/api/executions/errors?limit=1")
-        assert errors["count"] == 1 and errors["limit"] == 1
+        assert errors["count"] == 1
+        assert errors["limit"] == 1
         assert errors["errors"][0]["status"] == "error"
 
     def test_buffer_utilization_of_a_bounded_memory_store(self) -> None:
@@ -277,7 +290,8 @@ class TestScheduleZero:
         repo.add({"task_name": "t", "action": "fail", "created": time.time(), "run_id": "r1",
                   "attempt": 3, "exc_text": "Traceback...\nValueError: nope"})
         record = TestClient(create_app(repo)).get("/api/executions").json()["records"][0]
-        assert record["attempt_number"] == 3 and record["error"] == "ValueError: nope"
+        assert record["attempt_number"] == 3
+        assert record["error"] == "ValueError: nope"
 
 
 # ----------------------------------------------------------- bad input
@@ -400,12 +414,17 @@ def test_special_floats_are_valid_json(make_repo: RepoFactory, store: str) -> No
 def test_a_missing_store_starts_and_recovers(tmp_path: Path, make_repo: RepoFactory) -> None:
     """create_app on a store that does not exist yet starts; /healthz is 503 until it does."""
     url = f"sqlite:///{tmp_path / 'later.db'}"
-    client = TestClient(create_app(url))
+    with TestClient(create_app(url)) as client:
+        check_recovery(client, url)
+
+
+def check_recovery(client: TestClient, url: str) -> None:
     health = client.get("/healthz")
     assert health.status_code == 503
     assert "later.db" in health.json()["error"]
     response = client.get("/api/runs")
-    assert response.status_code == 503 and set(response.json()) == {"error"}
+    assert response.status_code == 503
+    assert set(response.json()) == {"error"}
     assert "tasklog_store_up 0.0" in client.get("/metrics").text
     repo = open_repo(url, model=TaskRunRecord)
     write_history(repo)
@@ -423,13 +442,19 @@ def test_a_database_that_goes_down_is_503(
     url = store_url("postgresql", tmp_path, request)
     repo = open_repo(url, model=TaskRunRecord)
     write_history(repo)
-    client = TestClient(create_app(url))
+    with TestClient(create_app(url)) as client:
+        check_outage(client, postgres_server)
+    repo.close()
+
+
+def check_outage(client: TestClient, postgres_server: Any) -> None:
     assert client.get("/healthz").status_code == 200
     postgres_server.stop_only()
     try:
         assert client.get("/healthz").status_code == 503
         down = client.get("/api/runs")
-        assert down.status_code == 503 and set(down.json()) == {"error"}
+        assert down.status_code == 503
+        assert set(down.json()) == {"error"}
         assert "tasklog_store_up 0.0" in client.get("/metrics").text
     finally:
         postgres_server.start_again()
@@ -439,7 +464,6 @@ def test_a_database_that_goes_down_is_503(
         time.sleep(0.2)
     response = client.get("/api/runs")
     assert response.status_code == 200, response.text
-    repo.close()
 
 
 def test_a_url_that_can_never_work_raises() -> None:
@@ -533,11 +557,13 @@ class TestAdmin:
         assert client.post("/api/prune", headers=headers).status_code == 400
         assert client.post("/api/prune?keep_runs=x", headers=headers).status_code == 400
         pruned = client.post("/api/prune?keep_runs=1&task=nightly-report", headers=headers)
-        assert pruned.status_code == 200 and pruned.json()["deleted"] > 0
+        assert pruned.status_code == 200
+        assert pruned.json()["deleted"] > 0
         assert len(client.get("/api/runs?task=nightly-report", headers=headers)
                    .json()["runs"]) == 1
         marked = client.post("/api/mark-crashed?older_than=0s", headers=headers)
-        assert marked.status_code == 200 and isinstance(marked.json()["marked"], list)
+        assert marked.status_code == 200
+        assert isinstance(marked.json()["marked"], list)
         n = len(repo)
         cleared = client.post("/api/executions/clear", headers=headers).json()
         assert cleared == {

@@ -316,7 +316,7 @@ def healthz(request: Request) -> Response:
     store: Store = request.app.state.store
     try:
         store.check()
-    except Exception as err:  # noqa: BLE001  (whatever it is, the store is not answering)
+    except Exception as err:
         return JSON({"status": "unavailable", "error": describe_error(err)}, status_code=503)
     return JSON({"status": "ok"})
 
@@ -350,7 +350,7 @@ _INDEX: str | None = None
 
 def page(request: Request) -> Response:
     """The dashboard's single page (it reads its view from the URL)."""
-    global _INDEX  # noqa: PLW0603  (read once)
+    global _INDEX
     if _INDEX is None:
         _INDEX = (STATIC / "index.html").read_text(encoding="utf-8")
     base = html.escape(request.scope.get("root_path", "").rstrip("/") + "/", quote=True)

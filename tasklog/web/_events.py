@@ -72,7 +72,7 @@ class Feed:
                     fresh: list[Any] = []
                 else:
                     fresh = await run_in_threadpool(follower.poll)
-            except Exception:  # noqa: BLE001  (store down: try again next time)
+            except Exception:
                 fresh = []
             for record in fresh:
                 data = record_json(record)

@@ -36,11 +36,11 @@ _DURATION = re.compile(r"(\d{1,9}(?:\.\d{1,9})?)([smhdw])", re.IGNORECASE)
 _MAX_AGE = timedelta(days=100 * 366)
 
 
-class BadRequest(ValueError):
+class BadRequest(ValueError):  # noqa: N818  (named after the HTTP status)
     """A parameter the client must fix: a 400 with ``{"error": message}``."""
 
 
-class NotFound(LookupError):
+class NotFound(LookupError):  # noqa: N818  (named after the HTTP status)
     """What the client asked for does not exist: a 404 with ``{"error": message}``."""
 
 

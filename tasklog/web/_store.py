@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inspect import open_existing, store_kind
-from ..repos import Repository
+from ..repos import Repository, parse_sql_url
 
 __all__ = ["Store", "StoreUnavailable", "describe_error", "is_unavailable"]
 
@@ -64,7 +64,8 @@ class Store:
             self._repo = repo
         else:
             self.url = str(repo)
-            store_kind(self.url)  # an unknown scheme raises now
+            if store_kind(self.url) == "sql":  # a URL that can never work raises now
+                parse_sql_url(self.url)
             self._open()
 
     def _open(self) -> Repository[Any] | None:
@@ -72,7 +73,7 @@ class Store:
         self._tried = time.monotonic()
         try:
             self._repo = open_existing(self.url, table=self.table)
-        except Exception as err:  # noqa: BLE001  (any failure: report it, retry later)
+        except Exception as err:
             self._error = describe_error(err)
             return None
         self._error = None
