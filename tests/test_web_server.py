@@ -46,7 +46,7 @@ def read_events(response: Any, want: int, deadline: float) -> list[dict[str, Any
     return found
 
 
-@pytest.mark.parametrize("store", ["memory", "sqlite", "postgresql"])
+@pytest.mark.parametrize("store", ["memory", "csv", "sqlite", "postgresql", "redis"])
 def test_events_stream_new_records(make_repo: RepoFactory, store: str) -> None:
     """/api/events sends each newly stored record once, in order, as it is stored."""
     repo = make_repo(store, model=TaskRunRecord)
