@@ -24,6 +24,7 @@ from .query import (
     less_than,
     not_equal,
     not_in,
+    skip,
 )
 from .records import (
     Action,
@@ -84,6 +85,7 @@ __all__ = [
     "not_equal",
     "not_in",
     "open_repo",
+    "skip",
     "stats",
 ]
 

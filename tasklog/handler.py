@@ -284,20 +284,11 @@ class RepoHandler(logging.Handler):
         self.flush_timeout = flush_timeout
         self.close_timeout = close_timeout
         self._backlog = max(self.batch_size, min(max_queue, backlog))
-        self._plan = [(name, _SPECIAL.get(name)) for name in self.model.model_fields]
-        self._schema = repo.schema
-        self._same_model = self.model is repo.model
+        self._follows_repo = self.model is repo.model
+        """Whether the handler writes the repository's own model, and so
+        follows it when it is reassigned (``repo.model = RunRecord``)."""
         self._caller_writes = repo.writes_in_caller
-        self._fast = _fast_plan(self.model) if self._same_model else None
-        self._fused = (
-            None
-            if self._fast is None
-            else [(name, _SPECIAL.get(name), allowed, default)
-                  for name, allowed, default in self._fast]
-        )
-        self._datetimes = [
-            name for name, allowed, _ in self._fast or () if datetime in allowed
-        ]
+        self._bind_model(self.model)
         self._reported: set[str] = set()
         self._stored = self._invalid = self._dropped = self._retries = 0
         self._init_writer_state()
@@ -309,6 +300,23 @@ class RepoHandler(logging.Handler):
             weakref.finalize(self, _store_orphans, repo, self._buffer) if self.buffered else None
         )
         _handlers.add(self)
+
+    def _bind_model(self, model: type[BaseModel]) -> None:
+        """Make rows of *model*: the field plan and the one-pass fast path."""
+        self.model = model
+        self._plan = [(name, _SPECIAL.get(name)) for name in model.model_fields]
+        self._schema = self.repo.schema
+        self._same_model = model is self.repo.model
+        self._fast = _fast_plan(model) if self._same_model else None
+        self._fused = (
+            None
+            if self._fast is None
+            else [(name, _SPECIAL.get(name), allowed, default)
+                  for name, allowed, default in self._fast]
+        )
+        self._datetimes = [
+            name for name, allowed, _ in self._fast or () if datetime in allowed
+        ]
 
     def _init_writer_state(self) -> None:
         self._queue: deque[dict[str, Any]] = deque()
@@ -364,6 +372,8 @@ class RepoHandler(logging.Handler):
         if self._closing or getattr(_local, "busy", False):
             return
         try:
+            if self._follows_repo and self.repo.model is not self.model:
+                self._bind_model(self.repo.model)  # repo.model was reassigned
             data = self._prepare(record)
             if self.errors == "raise" and type(data) is _Unchecked:
                 self.model.model_validate(data)

@@ -28,6 +28,7 @@ __all__ = [
     "less_than",
     "not_equal",
     "not_in",
+    "skip",
 ]
 
 
@@ -144,7 +145,10 @@ class Between(Operator):
 
     def __post_init__(self) -> None:
         if self.low is None or self.high is None:
-            msg = "between() needs two bounds, not None."
+            msg = (
+                "between() needs two bounds, not None; pass none_as_open=True "
+                "to leave a bound open."
+            )
             raise ValueError(msg)
 
     def convert(self, info: FieldInfo) -> Between:
@@ -221,6 +225,25 @@ class Contains(Operator):
         return isinstance(value, str) and self.substring in value
 
 
+@dataclass(frozen=True)
+class Skip(Operator):
+    """Matches everything: Red Bird's way to leave a filter out of a query.
+
+    :meth:`Query.build` drops it after checking the field name, so stores
+    never see it.
+    """
+
+    symbol: ClassVar[str] = "skip"
+
+    def convert(self, info: FieldInfo) -> Skip:
+        """Nothing to convert."""
+        return self
+
+    def test(self, value: Any) -> bool:
+        """Every value matches, None included."""
+        return True
+
+
 def _check_scalar(info: FieldInfo) -> None:
     if info.kind == "json":
         msg = f"Field {info.name!r} holds structured data (JSON) and cannot be queried."
@@ -252,9 +275,26 @@ def not_equal(value: Any) -> Operator:
     return NotEqual(value)
 
 
-def between(low: Any, high: Any) -> Operator:
-    """Match values from *low* to *high*, both included."""
+def between(low: Any, high: Any, none_as_open: bool = False) -> Operator:
+    """Match values from *low* to *high*, both included.
+
+    With *none_as_open*, a None bound is open (Red Bird's argument):
+    ``between(t, None, none_as_open=True)`` means "from t on", and with both
+    bounds None the condition matches everything, like :func:`skip`.
+    """
+    if none_as_open:
+        if low is None and high is None:
+            return Skip()
+        if high is None:
+            return GreaterEqual(low)
+        if low is None:
+            return LessEqual(high)
     return Between(low, high)
+
+
+def skip() -> Operator:
+    """Match everything (Red Bird's ``skip``): the condition is left out."""
+    return Skip()
 
 
 def in_(values: Iterable[Any]) -> Operator:
@@ -291,6 +331,8 @@ class Query:
         for name, value in conditions.items():
             info = schema.field(name)
             op = value if isinstance(value, Operator) else Equal(value)
+            if isinstance(op, Skip):
+                continue  # the field name is checked; the condition matches everything
             converted.append((name, op.convert(info)))
         return cls(tuple(converted))
 

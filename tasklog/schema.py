@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -175,8 +177,110 @@ class Schema:
         return {name: normalize(values.get(name)) for name in self.fields}
 
     def build(self, row: dict[str, Any]) -> BaseModel:
-        """Build a model instance from stored values."""
-        return self.model.model_validate(row)
+        """Build a model instance from stored values (see :meth:`build_many`)."""
+        return self.build_many([row])[0]
+
+    def build_many(self, rows: list[dict[str, Any]]) -> list[BaseModel]:
+        """Build model instances from stored values.
+
+        Values were converted by the model when they were written, so a row
+        whose every value already has its field's exact type is not validated
+        again: a ``before`` validator that turns a timestamp into a datetime
+        is not handed the datetime it made (Red Bird and Rocketry models do
+        this), and reading is about three times faster. Other rows (text from
+        a CSV file, an ``int`` for a ``float`` field, structured fields) are
+        validated as usual.
+        """
+        plan = _read_plan(self.model)
+        if plan is None:
+            return _list_adapter(self.model).validate_python([self._filled(r) for r in rows])
+        model = self.model
+        names, ok, get = plan
+        new = object.__new__
+        set_attr = object.__setattr__
+        extra: dict[str, Any] | None = {} if model.model_config.get("extra") == "allow" else None
+        built: list[BaseModel] = []
+        append = built.append
+        fields_set = set(names)  # shared: every field is set, so adding to it changes nothing
+        for row in rows:
+            signature = tuple(map(type, get(row)))
+            if signature not in ok:
+                if not _fits_model(model, signature) or row.keys() != names:
+                    append(model.model_validate(self._filled(row)))
+                    continue
+                ok.add(signature)  # the cache of plan; a few signatures per model
+            item = new(model)
+            set_attr(item, "__dict__", row)
+            set_attr(item, "__pydantic_fields_set__", fields_set)
+            set_attr(item, "__pydantic_extra__", extra)
+            set_attr(item, "__pydantic_private__", None)
+            append(item)
+        return built
+
+    def _filled(self, row: dict[str, Any]) -> dict[str, Any]:
+        """*row* with the default of each field that cannot be None where it holds
+        None: a column added later holds nothing for older rows."""
+        fills = _fills(self.model)
+        if fills and any(row.get(n) is None for n in fills):
+            return {**row, **{n: d for n, d in fills.items() if row.get(n) is None}}
+        return row
+
+
+_PLAIN: dict[Any, type] = {
+    str: str, int: int, float: float, bool: bool, datetime: datetime, timedelta: timedelta
+}
+
+
+@lru_cache(maxsize=256)
+def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+@lru_cache(maxsize=256)
+def _fills(model: type[BaseModel]) -> dict[str, Any]:
+    """The default of each field that cannot be None but has a plain default:
+    what a row that holds nothing (NULL, an empty cell) for it reads as."""
+    fills: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        _, nullable = _split_optional(info.annotation)
+        if nullable or info.is_required() or info.default_factory is not None:
+            continue
+        if info.default is not None and type(info.default) in (str, int, float, bool):
+            fills[name] = info.default
+    return fills
+
+
+ReadPlan = tuple[frozenset[str], set[tuple[type, ...]], Callable[[dict[str, Any]], Any]]
+
+
+@lru_cache(maxsize=256)
+def _read_plan(model: type[BaseModel]) -> ReadPlan | None:
+    """How to build *model* from stored rows without validation, or None when
+    only validation can (a structured or enum field, private attributes, a
+    ``model_post_init``).
+
+    The plan is the field names, the value-type signatures seen to fit (a
+    cache, filled as rows arrive) and a getter of a row's values in field
+    order.
+    """
+    if model.__private_attributes__ or getattr(model, "__pydantic_post_init__", None):
+        return None
+    names = tuple(model.model_fields)
+    for info in model.model_fields.values():
+        inner, _ = _split_optional(info.annotation)
+        if inner not in _PLAIN:
+            return None
+    getter = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
+    return frozenset(names), set(), getter
+
+
+@lru_cache(maxsize=4096)
+def _fits_model(model: type[BaseModel], signature: tuple[type, ...]) -> bool:
+    for info, kind in zip(model.model_fields.values(), signature, strict=True):
+        inner, nullable = _split_optional(info.annotation)
+        if kind is not _PLAIN[inner] and not (nullable and kind is type(None)):
+            return False
+    return True
 
 
 @lru_cache(maxsize=256)

@@ -14,11 +14,10 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from itertools import islice
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..query import Query
 from ..records import MinimalRunRecord
@@ -95,11 +94,6 @@ def plan_prune(
 _BUILD_CHUNK = 256
 
 
-@lru_cache(maxsize=256)
-def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
-    return TypeAdapter(list[model])  # type: ignore[valid-type]
-
-
 def _target(hook: Callable[[], object]) -> Callable[[], object] | None:
     """The callable a registered hook stands for (None once its object is gone)."""
     weak = getattr(hook, "__weak__", None)
@@ -132,11 +126,57 @@ class Repository(ABC, Generic[ModelT]):
     so that a handler may hold records until this process reads them."""
 
     def __init__(self, model: type[ModelT] | None = None, *, id_field: str | None = None) -> None:
-        self.model: type[ModelT] = model or MinimalRunRecord  # type: ignore[assignment]
-        self.schema: Schema = schema_of(self.model)
+        self._model: type[ModelT] = model or MinimalRunRecord  # type: ignore[assignment]
+        self.schema: Schema = schema_of(self._model)
         if id_field is not None:
             self.schema.field(id_field)
         self.id_field = id_field
+
+    # ------------------------------------------------------------------ model
+    @property
+    def model(self) -> type[ModelT]:
+        """The record model: every read returns instances of it."""
+        return self._model
+
+    @model.setter
+    def model(self, model: type[ModelT]) -> None:
+        """Switch the model (Red Bird's ``repo.model = RunRecord``).
+
+        Records accepted so far are written first; later writes and reads use
+        *model*. The store is checked (and its columns added) as on opening.
+
+        Raises:
+            TypeError: *model* is not a pydantic model class.
+            ValueError: the store cannot hold *model*'s records; the
+                repository keeps its previous model.
+        """
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            msg = f"A repository's model must be a pydantic model class, not {model!r}."
+            raise TypeError(msg)
+        if model is self._model:
+            return
+        schema = schema_of(model)
+        if self.id_field is not None:
+            schema.field(self.id_field)
+        self.sync()  # what handlers hold was made for the previous model
+        previous = (self._model, self.schema)
+        self._model, self.schema = model, schema
+        try:
+            self._adopt_model(previous[1])
+        except BaseException:
+            self._model, self.schema = previous
+            raise
+
+    def _adopt_model(self, previous: Schema) -> None:
+        """Re-derive what the store keeps about the model after it changed.
+
+        *previous* is the schema of the model before. The default does
+        nothing: a store that caches the model's layout overrides it.
+        """
+
+    def create(self) -> None:
+        """Create the store (the CSV file with its header, the SQL table) when it
+        is missing; do nothing otherwise (Red Bird's ``repo.create()``)."""
 
     # ----------------------------------------------------------------- writes
     def validate(self, item: BaseModel | Mapping[str, Any]) -> ModelT:
@@ -361,12 +401,12 @@ class Result(Generic[ModelT]):
         self.query = query
 
     def _build(self, rows: Iterable[Row]) -> Iterator[ModelT]:
-        """Models of *rows*, validated a chunk at a time (one pydantic call per
-        chunk is about twice as fast as one per row) and still streaming."""
-        build = _list_adapter(self.repo.model).validate_python
+        """Models of *rows*, built a chunk at a time (see :meth:`Schema.build_many`),
+        still streaming."""
+        build = self.repo.schema.build_many
         rows = iter(rows)
         while chunk := list(islice(rows, _BUILD_CHUNK)):
-            yield from build(chunk)
+            yield from build(chunk)  # type: ignore[misc]
 
     def __iter__(self) -> Iterator[ModelT]:
         """Stream the matching records."""

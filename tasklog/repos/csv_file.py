@@ -40,7 +40,7 @@ from typing import IO, Any
 
 from ..exceptions import StoreDataError
 from ..query import Equal, Query, predicate, sort_rows
-from ..schema import FieldInfo
+from ..schema import FieldInfo, Schema
 from .base import ModelT, Repository, Row, plan_prune
 
 try:
@@ -277,6 +277,24 @@ class CSVFileRepo(Repository[ModelT]):
         self._thread_lock = threading.Lock()
         self._warned: set[tuple[tuple[int, int], int]] = set()
         self._header = self._ensure_file()
+        self._derive()
+
+    def _adopt_model(self, previous: Schema) -> None:
+        """Check the header against the new model and re-derive the column layout."""
+        self._header = self._ensure_file()
+        self._derive()
+
+    def create(self) -> None:
+        """Create the file with its header when it is missing (no-op otherwise)."""
+        self._header = self._ensure_file()
+        self._derive()
+
+    def _derive(self) -> None:
+        """The column layout of the model in this file's header.
+
+        Raises:
+            ValueError: the header lacks columns for fields of the model.
+        """
         missing = [name for name in self.schema.names if name not in self._header]
         if missing:
             msg = (

@@ -22,6 +22,7 @@ from operator import itemgetter
 from typing import Any, Union
 
 from ..query import Equal, Query, predicate, sort_rows
+from ..schema import Schema
 from .base import ModelT, Repository, Row, plan_prune
 
 __all__ = ["MemoryRepo"]
@@ -66,25 +67,38 @@ class MemoryRepo(Repository[ModelT]):
             msg = f"max_size must be a positive integer or None, not {max_size!r}."
             raise ValueError(msg)
         self.max_size = max_size
-        self._names = self.schema.names
-        self._pos = {name: i for i, name in enumerate(self._names)}
-        has_pair = all(n in self._pos for n in _PAIR)
+        self._lock = threading.RLock()
+        self._derive(self.schema.names)
+        self._clear()
+
+    def _derive(self, columns: tuple[str, ...]) -> None:
+        """The layout of stored rows: *columns* (the model's fields, and those of
+        earlier models after ``repo.model`` was reassigned), positions, indexes."""
+        fields = self.schema.fields
+        self._names = columns
+        self._pos = {name: i for i, name in enumerate(columns)}
+        has_pair = all(n in fields for n in _PAIR)
         self._pair = tuple(self._pos[n] for n in _PAIR) if has_pair else ()
         self._indexed = tuple(
             (name, self._pos[name])
             for name in _INDEXED
-            if name in self._pos
-            and self.schema.fields[name].kind != "json"  # unhashable values
+            if name in fields
+            and fields[name].kind != "json"  # unhashable values
             and not (has_pair and name in _PAIR)
         )
         self._intern = tuple(
             self._pos[name]
             for name in _PAIR
-            if name in self._pos and self.schema.fields[name].kind == "str"
+            if name in fields and fields[name].kind == "str"
         )
-        self._get = itemgetter(*self._names)
-        self._lock = threading.RLock()
-        self._clear()
+        self._exact = columns == self.schema.names
+        """Whether rows hold exactly the model's fields (else a row is projected)."""
+        if self._exact:
+            self._get: Callable[[Row], Any] = itemgetter(*columns)
+            self._single = len(columns) == 1
+        else:
+            self._get = lambda row: tuple([row.get(n) for n in columns])
+            self._single = False
 
     def _clear(self) -> None:
         self._rows: list[tuple[Any, ...] | None] = []
@@ -107,6 +121,30 @@ class MemoryRepo(Repository[ModelT]):
             specs.append((itemgetter(*self._pair), self._pair_index))
         return specs
 
+    def _adopt_model(self, previous: Schema) -> None:
+        """Add the new model's fields to the stored rows (with their default);
+        the fields it lacks are kept, for a later model that has them again.
+
+        Raises:
+            ValueError: a field the new model requires is not stored.
+        """
+        fields = self.model.model_fields
+        old = self._names
+        missing = [n for n in self.schema.names if n not in old and fields[n].is_required()]
+        with self._lock:
+            if missing and self._live:
+                msg = (
+                    f"The stored records have no {', '.join(missing)}, which "
+                    f"{self.model.__name__} requires."
+                )
+                raise ValueError(msg)
+            added = tuple(n for n in self.schema.names if n not in old)
+            if added:
+                defaults = tuple(fields[n].get_default(call_default_factory=True) for n in added)
+                self._rows[:] = [None if row is None else row + defaults for row in self._rows]
+            self._derive(old + added)
+            self._rebuild()
+
     # ------------------------------------------------------------ figures
     @property
     def utilization(self) -> float | None:
@@ -120,7 +158,7 @@ class MemoryRepo(Repository[ModelT]):
     def insert_rows(self, rows: list[Row]) -> None:
         """Append rows, evicting the oldest when over ``max_size``."""
         get = self._get
-        single = len(self._names) == 1
+        single = self._single
         intern_at = self._intern
         intern = sys.intern
         with self._lock:
@@ -285,6 +323,23 @@ class MemoryRepo(Repository[ModelT]):
     ) -> Iterator[Row]:
         """Yield matching rows as dicts (a limited, unsorted read stops early)."""
         names = self._names
+        if not self._exact:
+            pos = self._pos
+            wanted = [(n, pos[n]) for n in self.schema.names]
+            for row in self._select(query, limit=limit, reverse=reverse):
+                yield {n: row[i] for n, i in wanted}
+            return
+        yield from self._select(query, limit=limit, reverse=reverse, names=names)
+
+    def _select(
+        self,
+        query: Query,
+        *,
+        limit: int | None,
+        reverse: bool,
+        names: tuple[str, ...] | None = None,
+    ) -> Iterator[Any]:
+        """Matching rows as dicts of *names*, or as stored tuples without *names*."""
         if query.order:
             rows = [row for _, row in self._scan(query)]
             pos = self._pos
@@ -294,12 +349,12 @@ class MemoryRepo(Repository[ModelT]):
             if limit is not None:
                 rows = rows[:limit]
             for row in rows:
-                yield dict(zip(names, row, strict=True))
+                yield row if names is None else dict(zip(names, row, strict=True))
             return
         if limit == 0:
             return
         for n, (_, row) in enumerate(self._scan(query, reverse), start=1):
-            yield dict(zip(names, row, strict=True))
+            yield row if names is None else dict(zip(names, row, strict=True))
             if limit is not None and n >= limit:
                 return
 

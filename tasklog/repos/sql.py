@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from itertools import chain
 from operator import itemgetter
@@ -38,7 +38,7 @@ from ..query import (
     Operator,
     Query,
 )
-from ..schema import FieldInfo
+from ..schema import FieldInfo, Schema
 from .base import ModelT, Repository, Row
 
 __all__ = ["SQLRepo"]
@@ -149,7 +149,10 @@ class SQLRepo(Repository[ModelT]):
         model: the record model (default :class:`~tasklog.MinimalRunRecord`).
         if_missing: ``"create"`` makes a missing table; ``"raise"`` refuses.
         id_field: see :class:`~tasklog.repos.base.Repository`.
-        **engine_options: passed to :func:`sqlalchemy.create_engine` with *url*.
+        conn_string: Red Bird's name for *url*.
+        engine_options: keyword arguments for :func:`sqlalchemy.create_engine`
+            with *url* (``{"echo": True}``). Any other keyword argument is a
+            :class:`TypeError`, as with every repository.
     """
 
     prefers_batches = True
@@ -163,9 +166,15 @@ class SQLRepo(Repository[ModelT]):
         model: type[ModelT] | None = None,
         if_missing: Literal["create", "raise"] = "create",
         id_field: str | None = None,
-        **engine_options: Any,
+        conn_string: str | sa.URL | None = None,
+        engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(model, id_field=id_field)
+        if conn_string is not None:
+            if url is not None and url != conn_string:
+                msg = "Give the database URL once: url= or conn_string= (Red Bird's name)."
+                raise ValueError(msg)
+            url = conn_string
         if if_missing not in ("create", "raise"):
             msg = f"if_missing must be 'create' or 'raise', not {if_missing!r}."
             raise ValueError(msg)
@@ -176,7 +185,7 @@ class SQLRepo(Repository[ModelT]):
         if engine is None:
             assert url is not None
             try:
-                engine = make_engine(url, **engine_options)
+                engine = make_engine(url, **dict(engine_options or {}))
             except (exc.ArgumentError, exc.NoSuchModuleError) as err:
                 msg = f"Cannot use database URL {str(url)!r}: {err}."
                 raise ConfigError(msg) from None
@@ -193,10 +202,48 @@ class SQLRepo(Repository[ModelT]):
             if self._owns_engine:
                 engine.dispose()  # do not leak the connections of a repo never returned
             raise
+        self._derive()
+        _after_fork.add(self)
+
+    def _derive(self) -> None:
+        """The model's columns in the table, and a fresh insert plan."""
         self._cols = [self.table.c[name] for name in self.schema.names]
         self._names = self.schema.names
         self._id = self.table.c.get(ID_COLUMN)
-        _after_fork.add(self)
+        self._insert_plan = None
+
+    def _adopt_model(self, previous: Schema) -> None:
+        """Check the table against the new model, as on opening.
+
+        Raises:
+            ConfigError: the table has a column that needs a value (NOT NULL)
+                for a field the new model lacks.
+        """
+        table = self._open_table(self.table_name, "create")
+        try:
+            columns = sa.inspect(self.engine).get_columns(self.table_name)
+        except exc.SQLAlchemyError as err:
+            msg = f"Cannot read table {self.table_name!r}: {getattr(err, 'orig', None) or err}."
+            raise ConfigError(msg) from None
+        needed = [
+            str(c["name"]) for c in columns
+            if not c.get("nullable", True)
+            and c["name"] not in self.schema.fields
+            and c["name"] != ID_COLUMN
+        ]
+        if needed:
+            msg = (
+                f"Table {self.table_name!r} needs values for {', '.join(needed)}, which "
+                f"{self.model.__name__} does not have; use a model with them."
+            )
+            raise ConfigError(msg)
+        self.table = table
+        self._derive()
+
+    def create(self) -> None:
+        """Create the table when it is missing (no-op otherwise)."""
+        self.table = self._open_table(self.table_name, "create")
+        self._derive()
 
     @property
     def batch_size_hint(self) -> int:
@@ -238,7 +285,12 @@ class SQLRepo(Repository[ModelT]):
             )
         for info in self.schema.fields.values():
             columns.append(
-                sa.Column(info.name, _column_type(info, self._dialect), nullable=info.nullable)
+                sa.Column(
+                    info.name,
+                    _column_type(info, self._dialect),
+                    # a field with a default may be missing from a later model (repo.model = X)
+                    nullable=info.nullable or not info.required,
+                )
             )
         t = sa.Table(table, metadata, *columns)
         if with_id:
