@@ -48,6 +48,7 @@ from ..query import (
     Query,
     sort_rows,
 )
+from ..schema import Schema
 from .base import ModelT, Repository, Row, plan_prune
 from .redis_lua import SCRIPT
 
@@ -282,6 +283,31 @@ class RedisRepo(Repository[ModelT]):
             f"RedisRepo(url={_hide_password(self.url)!r}, key={self.key!r}, "
             f"model={self.model.__name__})"
         )
+
+    def _adopt_model(self, previous: Schema) -> None:
+        """Check that the stored rows can be read as the new model.
+
+        Rows keep the layout they were written with, so a model may drop or
+        add optional fields freely.
+
+        Raises:
+            ValueError: a field the new model requires is missing from rows
+                stored under the key.
+        """
+        self._load_layouts()
+        required = [name for name, info in self.schema.fields.items() if info.required]
+        lacking = sorted({
+            name
+            for layout in self._layouts.values()
+            for name in required
+            if name not in layout.kinds
+        })
+        if lacking and self.count_rows(Query()):
+            msg = (
+                f"Records under Redis key {self.key!r} may have no {', '.join(lacking)}, "
+                f"which {self.model.__name__} requires."
+            )
+            raise ValueError(msg)
 
     # -------------------------------------------------------------- layouts
     def _layout(self) -> _Layout:
