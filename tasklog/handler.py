@@ -41,6 +41,8 @@ Overflow = Literal["block", "drop"]
 
 _MISSING = object()
 _HOST = socket.gethostname()
+_STALLED = 0.25
+"""Seconds after which a write in progress means a stalled store: logging calls stop pacing."""
 _local = threading.local()
 """``_local.busy`` is true while this thread writes to a store: records logged
 then (SQLAlchemy's own logs, say) are not fed back into the store."""
@@ -332,6 +334,8 @@ class RepoHandler(logging.Handler):
         self._caller_writing: int | None = None  # the thread writing a batch from emit
         self._failing = False  # the last write failed and is being retried
         self._pacing = False  # a logging call waits for the writer to catch up
+        self._write_started = 0.0  # when the writer's current write began (0: none)
+        self._counts_lock = threading.Lock()
 
     # ------------------------------------------------------------- figures
     @property
@@ -369,12 +373,34 @@ class RepoHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Store *record*, or queue it for the writer. Never raises (unless ``errors="raise"``)."""
-        if self._closing or getattr(_local, "busy", False):
+        if getattr(_local, "busy", False):
+            return
+        if self._closing:  # logged after close() or logging.shutdown (from a __del__, say)
+            self._count_dropped(1)
+            self._report(
+                "closed",
+                "a record was logged after the handler was closed (close() or "
+                "logging.shutdown at exit) and is not stored; counted in "
+                "handler.counts['dropped']",
+            )
             return
         try:
             if self._follows_repo and self.repo.model is not self.model:
                 self._bind_model(self.repo.model)  # repo.model was reassigned
-            data = self._prepare(record)
+            try:
+                data = self._prepare(record)
+            except RecursionError:
+                raise
+            except Exception as exc:  # its message cannot be made: wrong format args, __str__
+                if self.errors == "raise":
+                    raise
+                self._count_invalid()
+                self._report(
+                    f"unmappable:{type(exc).__name__}",
+                    f"a record could not be turned into a row ({exc!r}) and is not stored; "
+                    "further such records are only counted in handler.counts['invalid']",
+                )
+                return
             if self.errors == "raise" and type(data) is _Unchecked:
                 self.model.model_validate(data)
             if self.background:
@@ -386,13 +412,13 @@ class RepoHandler(logging.Handler):
         except ValidationError:
             if self.errors == "raise":
                 raise
-            self._invalid += 1
+            self._count_invalid()
         except RecursionError:  # as logging.StreamHandler does
             raise
         except Exception as exc:
             if self.errors == "raise":
                 raise
-            self._dropped += 1
+            self._count_dropped(1)
             self._report(f"emit:{type(exc).__name__}", f"a record could not be handled: {exc!r}")
 
     def _hold(self, data: dict[str, Any]) -> None:
@@ -422,7 +448,7 @@ class RepoHandler(logging.Handler):
             self._start_writer()
         queue = self._queue
         if len(queue) >= self.max_queue and not self._wait_for_room():
-            self._dropped += 1
+            self._count_dropped(1)
             self._report(
                 "overflow",
                 f"the queue is full ({self.max_queue} records) and the store does not keep up; "
@@ -489,17 +515,28 @@ class RepoHandler(logging.Handler):
         A thread that logs flat out can starve the writer of the GIL; then the
         queue, and what a SIGKILL would lose, grows up to ``max_queue``. Waiting
         here keeps it near ``backlog`` records while the store works. An
-        unreachable store does not pace: its records wait in the queue.
+        unreachable store does not pace, nor does one whose current write
+        has taken longer than ``_STALLED`` (a SQLite file locked by another
+        process, a server that stopped answering): its records wait in the queue.
         """
         target = self._backlog // 2
+
+        def done() -> bool:
+            started = self._write_started
+            stalled = started and time.monotonic() - started > _STALLED
+            return len(self._queue) <= target or self._failing or self._closing or bool(stalled)
+
+        deadline = time.monotonic() + self.block_timeout
         with self._cv:
             self._pacing = True
             try:
                 self._cv.notify_all()
-                self._cv.wait_for(
-                    lambda: len(self._queue) <= target or self._failing or self._closing,
-                    timeout=self.block_timeout,
-                )
+                while not done():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    # woken by the writer's progress, or soon enough to see it stall
+                    self._cv.wait(min(left, _STALLED / 2))
             finally:
                 self._pacing = False
 
@@ -558,7 +595,7 @@ class RepoHandler(logging.Handler):
                     item = self.repo.validate(item)
                 rows.append(row_of(item))
             except ValidationError as exc:
-                self._invalid += 1
+                self._count_invalid()
                 if self.errors == "warn":
                     err = exc.errors()[0]
                     where = ".".join(str(x) for x in err.get("loc", ())) or "record"
@@ -587,7 +624,11 @@ class RepoHandler(logging.Handler):
         sync_deadline = 0.0
         while True:
             try:
-                self.repo.insert_rows(rows)
+                self._write_started = time.monotonic()
+                try:
+                    self.repo.insert_rows(rows)
+                finally:
+                    self._write_started = 0.0
             except Exception as exc:
                 if self.repo.is_transient(exc):
                     now = time.monotonic()
@@ -612,7 +653,7 @@ class RepoHandler(logging.Handler):
                     self._store(rows[:half])
                     self._store(rows[half:])
                     return
-                self._invalid += 1
+                self._count_invalid()
                 self._report(
                     f"refused:{type(exc).__name__}",
                     f"the store refused a record: {exc!r}; counted in handler.counts['invalid']",
@@ -631,8 +672,16 @@ class RepoHandler(logging.Handler):
         else:
             time.sleep(seconds)
 
+    def _count_invalid(self, n: int = 1) -> None:
+        with self._counts_lock:  # counted from logging calls and the writer thread
+            self._invalid += n
+
+    def _count_dropped(self, n: int) -> None:
+        with self._counts_lock:
+            self._dropped += n
+
     def _drop(self, n: int, why: str) -> None:
-        self._dropped += n
+        self._count_dropped(n)
         self._report("dropped", f"{n} record(s) dropped: {why}")
 
     # --------------------------------------------------------- writer thread
