@@ -28,7 +28,7 @@ from ._auth import BasicAuth, parse_credentials
 from ._events import Feed
 from ._metrics import make_registry, metrics_text
 from ._params import MAX_LIMIT, BadRequest, NotFound, Params
-from ._read import CLOSING_ACTIONS
+from ._read import CLOSING_ACTIONS, LOST, RUNNING
 from ._render import JSON, error
 from ._store import Store, describe_error, is_unavailable
 
@@ -37,7 +37,7 @@ __all__ = ["create_app"]
 log = logging.getLogger("tasklog.web")
 
 STATIC = Path(__file__).parent / "static"
-_STATUSES = (*CLOSING_ACTIONS, "running")
+_STATUSES = (*CLOSING_ACTIONS, RUNNING, LOST)
 _PAGES = ("/", "/task", "/run", "/errors")
 _MAX_BUCKETS = 2000
 
@@ -171,7 +171,7 @@ def api_run(request: Request, repo: Repository[Any]) -> Response:
     if run is None:
         msg = f"Unknown run {run_id!r}."
         raise NotFound(msg)
-    records = _read.run_records(repo, run)
+    records = _read.run_records(run)
     if fmt == "text":
         name = _FILENAME.sub("_", f"{run.task_name}-{run.run_id}")[:120] or "run"
         return PlainTextResponse(
@@ -230,7 +230,9 @@ def api_history(request: Request, repo: Repository[Any]) -> Response:
         )
         raise BadRequest(msg)
     return JSON(
-        _read.history(repo, task_name=params.text("task"), since=since, interval=interval)
+        _read.history_buckets(
+            repo, task_name=params.text("task"), since=since, interval=interval
+        )
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from ..inspect import newest
+from ..history import newest
 from ..query import greater_equal
 from ..repos import Repository
 from ._read import record_json

@@ -10,23 +10,30 @@ model's ``attempt`` field when it has one, else 1.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from ..repos import Repository
 from ..stats import stats
 from . import _read
-from ._read import FAILURES, RunView
+from ._read import FAILURES, RunInfo
 
 __all__ = ["execution", "execution_stats", "executions", "outcomes_for_status"]
 
 
-def _utc(run: RunView, which: str) -> str | None:
-    when = run.start if which == "start" else run.end
+def _utc(when: datetime | None) -> str | None:
     if when is None:
         return None
-    from datetime import timezone
-
     return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _field(ends: tuple[Any, Any], name: str) -> Any:
+    """A field of the run: from its closing record, else its ``run`` record."""
+    for record in reversed(ends):
+        value = getattr(record, name, None) if record is not None else None
+        if value is not None:
+            return value
+    return None
 
 
 def status_of(outcome: str | None) -> str:
@@ -45,18 +52,18 @@ def outcomes_for_status(status: str) -> list[str]:
     return [status]
 
 
-def _error_line(run: RunView) -> str | None:
-    if run.outcome not in FAILURES or run.closing is None:
+def _error_line(run: RunInfo, closing: Any) -> str | None:
+    if run.outcome not in FAILURES:
         return None
-    text = getattr(run.closing, "exc_text", None)
+    text = getattr(closing, "exc_text", None)
     if isinstance(text, str) and text.strip():
         return text.strip().splitlines()[-1]
-    message = getattr(run.closing, "message", None)
+    message = getattr(closing, "message", None)
     return str(message) if message else str(run.outcome)
 
 
-def _attempt(run: RunView) -> int:
-    value = run.field("attempt")
+def _attempt(ends: tuple[Any, Any]) -> int:
+    value = _field(ends, "attempt")
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
@@ -64,24 +71,24 @@ def _attempt(run: RunView) -> int:
     return number if number >= 1 else 1
 
 
-def execution(run: RunView) -> dict[str, Any]:
-    """One run as a ScheduleZero execution record."""
-    handler = run.field("handler_id")
-    method = run.field("method_name")
-    result = run.field("result")
+def execution(run: RunInfo, ends: tuple[Any, Any] = (None, None)) -> dict[str, Any]:
+    """One run as a ScheduleZero execution record (*ends*: its run and closing records)."""
+    handler = _field(ends, "handler_id")
+    method = _field(ends, "method_name")
+    result = _field(ends, "result")
     return {
         "job_id": run.task_name,
         "handler_id": str(handler) if handler is not None else run.task_name,
         "method_name": str(method) if method is not None else None,
-        "started_at": _utc(run, "start"),
-        "completed_at": _utc(run, "end"),
+        "started_at": _utc(run.start),
+        "completed_at": _utc(run.end),
         "duration_ms": (
             None if run.runtime is None else round(run.runtime.total_seconds() * 1000)
         ),
         "status": status_of(run.outcome),
         "result": result,
-        "error": _error_line(run),
-        "attempt_number": _attempt(run),
+        "error": _error_line(run, ends[1]),
+        "attempt_number": _attempt(ends),
     }
 
 
@@ -95,7 +102,8 @@ def executions(
     """The newest runs as execution records (newest first)."""
     outcome = None if status is None else outcomes_for_status(status)
     runs, _ = _read.list_runs(repo, task_name=task_name, outcome=outcome, limit=limit)
-    return [execution(run) for run in runs]
+    ends = _read.run_ends(repo, runs)
+    return [execution(run, ends.get((run.task_name, run.run_id), (None, None))) for run in runs]
 
 
 def _percent(successes: int, failures: int) -> float:

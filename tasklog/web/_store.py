@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..inspect import open_existing, store_kind
-from ..repos import Repository, parse_sql_url
+from ..repos import Repository, backend_for, open_existing
 
 __all__ = ["Store", "StoreUnavailable", "describe_error", "is_unavailable"]
 
@@ -64,9 +63,19 @@ class Store:
             self._repo = repo
         else:
             self.url = str(repo)
-            if store_kind(self.url) == "sql":  # a URL that can never work raises now
-                parse_sql_url(self.url)
+            backend_for(self.url)  # a URL that can never work raises now
+            self._check_url()
             self._open()
+
+    def _check_url(self) -> None:
+        """Raise now for an SQL URL whose dialect does not exist (it would never work)."""
+        assert self.url is not None
+        if "://" in self.url and self.url.split("://", 1)[0].lower() not in (
+            "memory", "csv", "redis", "rediss", "unix"
+        ):
+            from ..repos.sql import parse_sql_url
+
+            parse_sql_url(self.url)
 
     def _open(self) -> Repository[Any] | None:
         assert self.url is not None
