@@ -10,16 +10,18 @@ Layout under the prefix ``P`` = ``{key}:`` (one hash tag: one Cluster slot):
   ``P ids`` sorted set of every id (score = id).
 - ``P x:<field>:<value>`` sorted set of the ids whose ``task_name``,
   ``action`` or ``run_id`` is *value* (score = id); ``P z:<field>`` the ids
-  where it is null; ``P v:<field>`` set of the values in use (task_name, action).
+  where it is null; ``P v:<field>`` set of the values in use (task_name, action);
+  ``P p:<len(task)>:<task>:<action>`` the ids of a (task_name, action) pair.
 - ``P created`` sorted set id -> ``created`` (score).
 - ``P r:<task>`` / ``P rz`` (no task): run_id -> id of the run's newest record.
 - ``P tok`` recent batch tokens (a retried batch is written once);
   ``P feed`` capped stream, one entry per batch (the change feed);
   ``P meta`` hash (``max_size``, layout counter); ``P layouts`` hash id -> layout.
 
-A stored value is ``<layout>|<task_name><action><run_id><created score><body>``:
-each of the four header tokens is ``-`` (null or absent), ``?`` (not
-indexed) or ``<byte length>:<bytes>``; the body is JSON of the other fields.
+A stored value is ``<layout>|<header length>|<task_name><action><run_id><created
+score><body>``: each of the four header tokens is ``-`` (null or absent), ``?``
+(not indexed) or ``<byte length>:<bytes>``, for this script; the body is a JSON
+array of every field, for Python.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ end
 -- the created score (or nil) and the header text
 local function header(v)
   local bar = string.find(v, "|", 1, true)
-  local pos = bar + 1
+  local pos = string.find(v, "|", bar + 1, true) + 1
   local vals = {}
   local score = nil
   for slot = 1, 4 do
@@ -82,6 +84,14 @@ local function ikey(slot, value)
   return P .. "z:" .. SLOTS[slot]
 end
 
+-- the (task_name, action) pair's key, when both are set
+local function pkey(vals)
+  if vals[1] and vals[2] then
+    return P .. "p:" .. string.len(vals[1]) .. ":" .. vals[1] .. ":" .. vals[2]
+  end
+  return nil
+end
+
 local function rkey(task)
   if task then return P .. "r:" .. task end
   return P .. "rz"
@@ -108,6 +118,8 @@ local function index_add(g, id, vals, score)
     end
   end
   if score then push(g.created, CREATED, score, id) end
+  local pair = pkey(vals)
+  if pair then push(g.sets, pair, id, id) end
   if vals[1] ~= nil and vals[3] then
     local key = rkey(vals[1])
     g.runs[key] = g.runs[key] or {}
@@ -147,6 +159,8 @@ local function index_remove(r, id, vals, score)
     end
   end
   r.created[#r.created + 1] = id
+  local pair = pkey(vals)
+  if pair then push(r.sets, pair, id) end
   if vals[1] ~= nil and vals[3] then
     local runs_key = rkey(vals[1])
     r.runs[runs_key .. "\0" .. vals[3]] = {runs_key, ikey(1, vals[1]), ikey(3, vals[3]), vals[3]}
@@ -216,25 +230,75 @@ local function enforce_cap()
 end
 
 if op == "add" then
+  -- ARGV[3]: the batch's token; then n, the n values; m, m (offset, score) pairs;
+  -- the sets: count, then (key, k, k offsets); the runs: count, then (key, k,
+  -- k (run_id, offset) pairs); the listed values: count, then (key, k, k values).
+  -- Offsets count from 1 in the batch. Python groups them: nothing is parsed here.
   local token = ARGV[3]
   local TOK = P .. "tok"
   if redis.call("ZSCORE", TOK, token) then return {-1, 0} end
-  local n = #ARGV - 3
+  local n = tonumber(ARGV[4])
   local last = redis.call("INCRBY", KEYS[1], n)
   local base = last - n
-  local g = new_groups()
-  local hset, ids = {}, {}
+  local ids, hset, idz = {}, {}, {}
   for i = 1, n do
-    local v = ARGV[3 + i]
     local id = string.format("%d", base + i)
-    hset[#hset + 1] = id; hset[#hset + 1] = v
-    ids[#ids + 1] = id; ids[#ids + 1] = id
-    local vals, score = header(v)
-    index_add(g, id, vals, score)
+    ids[i] = id
+    hset[2 * i - 1] = id
+    hset[2 * i] = ARGV[4 + i]
+    idz[2 * i - 1] = id
+    idz[2 * i] = id
   end
   call_chunked("HSET", ROWS, hset, 2 * CHUNK)
-  call_chunked("ZADD", IDS, ids, 2 * CHUNK)
-  flush_add(g)
+  call_chunked("ZADD", IDS, idz, 2 * CHUNK)
+  local pos = 5 + n
+  local m = tonumber(ARGV[pos])
+  pos = pos + 1
+  if m > 0 then
+    local list = {}
+    for j = 0, m - 1 do
+      list[2 * j + 1] = ARGV[pos + 2 * j + 1]
+      list[2 * j + 2] = ids[tonumber(ARGV[pos + 2 * j])]
+    end
+    call_chunked("ZADD", CREATED, list, 2 * CHUNK)
+    pos = pos + 2 * m
+  end
+  local groups = tonumber(ARGV[pos])
+  pos = pos + 1
+  for _ = 1, groups do
+    local key, k = ARGV[pos], tonumber(ARGV[pos + 1])
+    pos = pos + 2
+    local list = {}
+    for j = 0, k - 1 do
+      local id = ids[tonumber(ARGV[pos + j])]
+      list[2 * j + 1] = id
+      list[2 * j + 2] = id
+    end
+    pos = pos + k
+    call_chunked("ZADD", key, list, 2 * CHUNK)
+  end
+  groups = tonumber(ARGV[pos])
+  pos = pos + 1
+  for _ = 1, groups do
+    local key, k = ARGV[pos], tonumber(ARGV[pos + 1])
+    pos = pos + 2
+    local list = {}
+    for j = 0, k - 1 do
+      list[2 * j + 1] = ids[tonumber(ARGV[pos + 2 * j + 1])]
+      list[2 * j + 2] = ARGV[pos + 2 * j]
+    end
+    pos = pos + 2 * k
+    for i = 1, #list, 2 * CHUNK do
+      redis.call("ZADD", key, "GT", unpack(list, i, math.min(i + 2 * CHUNK - 1, #list)))
+    end
+  end
+  groups = tonumber(ARGV[pos])
+  pos = pos + 1
+  for _ = 1, groups do
+    local key, k = ARGV[pos], tonumber(ARGV[pos + 1])
+    call_chunked("SADD", key, {unpack(ARGV, pos + 2, pos + 1 + k)})
+    pos = pos + 2 + k
+  end
   redis.call("ZADD", TOK, last, token)
   redis.call("ZREMRANGEBYRANK", TOK, 0, -1025)
   redis.call("XADD", P .. "feed", "MAXLEN", "~", 10000, "*", "last", last, "n", n)

@@ -103,6 +103,7 @@ class _Layout:
     scored: bool
     """Whether ``created`` is a number (it gets a score in the ``created`` index)."""
     body: tuple[str, ...]
+    """Every field, in the order of the body's JSON array."""
     times: tuple[tuple[str, str], ...]
     """Body fields stored as integer microseconds: (name, "datetime" | "timedelta")."""
     times_at: tuple[tuple[int, bool], ...] = ()
@@ -123,8 +124,7 @@ class _Layout:
         head = tuple(
             kinds[name] if kinds.get(name) in _INDEXABLE else None for name in _SLOTS
         )
-        in_head = {name for name, kind in zip(_SLOTS, head, strict=True) if kind is not None}
-        body = tuple(name for name in kinds if name not in in_head)
+        body = tuple(kinds)
         times = tuple(
             (name, kinds[name]) for name in body if kinds[name] in ("datetime", "timedelta")
         )
@@ -370,61 +370,134 @@ class RedisRepo(Repository[ModelT]):
 
     # ------------------------------------------------------------- encoding
     def _encode(self, row: Row, layout: _Layout) -> bytes:
+        """One row as stored (see :mod:`tasklog.repos.redis_lua`)."""
+        return self._pack([row], layout)[0][0]
+
+    def _pack(self, rows: list[Row], layout: _Layout) -> tuple[list[bytes], list[Any]]:
+        """The stored values of *rows*, and the index entries the ``add`` script makes
+        of them (grouped here, so that the script parses nothing)."""
+        prefix = self._prefix
         head = layout.head
-        parts = [str(layout.id), "|"]
-        for name, kind in zip(_SLOTS, head, strict=True):
-            if kind is None and name not in layout.kinds:
-                parts.append("-")  # an absent field reads as null
+        kinds = layout.kinds
+        # per slot: 0 absent (null), 1 indexed, 2 present but not indexed
+        modes = [1 if k is not None else (2 if n in kinds else 0) for n, k in zip(_SLOTS, head,
+                                                                                     strict=True)]
+        pairs = modes[0] == 1 and modes[1] == 1
+        runs_on = modes[0] != 2 and modes[2] == 1
+        score_kind = kinds.get("created") if layout.scored else None
+        created_token = "-" if "created" not in kinds else "?"
+        body_names = layout.body
+        times_at, jsons_at = layout.times_at, layout.jsons_at
+        infos = self.schema.fields
+        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                 default=_json_default).encode
+        lead = f"{layout.id}|"  # then the header's length, "|", the header, the body
+        sets: dict[str, list[int]] = {}
+        runs: dict[str, dict[str, int]] = {}
+        listed: tuple[set[str], set[str]] = (set(), set())
+        scores: list[Any] = []
+        values: list[bytes] = []
+        keys: list[dict[Any, str]] = [{}, {}, {}]
+        null_keys = [f"{prefix}z:{name}" for name in _SLOTS]
+        for off, row in enumerate(rows, 1):
+            parts: list[str] = []
+            texts: list[str | None] = [None, None, None]
+            for slot in range(3):
+                mode = modes[slot]
+                if mode == 2:
+                    parts.append("?")
+                    continue
+                value = row.get(_SLOTS[slot]) if mode == 1 else None
+                if value is None:
+                    parts.append("-")
+                    key = null_keys[slot]
+                else:
+                    cache = keys[slot]
+                    key = cache.get(value)  # type: ignore[assignment]
+                    if isinstance(value, Enum):
+                        value = value.value
+                    text = value if head[slot] == "str" else str(int(value))
+                    texts[slot] = text
+                    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+                    parts.append(f"{size}:{text}")
+                    if key is None:
+                        key = f"{prefix}x:{_SLOTS[slot]}:{text}"
+                        if slot < 2:
+                            cache[value] = key
+                            listed[slot].add(text)
+                found = sets.get(key)
+                if found is None:
+                    sets[key] = [off]
+                else:
+                    found.append(off)
+            task, action, run = texts
+            if pairs and task is not None and action is not None:
+                size = len(task) if task.isascii() else len(task.encode("utf-8"))
+                key = f"{prefix}p:{size}:{task}:{action}"
+                found = sets.get(key)
+                if found is None:
+                    sets[key] = [off]
+                else:
+                    found.append(off)
+            if runs_on and run is not None:
+                rkey = f"{prefix}r:{task}" if task is not None else f"{prefix}rz"
+                members = runs.get(rkey)
+                if members is None:
+                    runs[rkey] = {run: off}
+                else:
+                    members[run] = off
+            if score_kind is not None:
+                created = row.get("created")
+                if created is None or created != created:  # None or NaN: no score
+                    parts.append("-")
+                else:
+                    text = repr(float(created)) if score_kind == "float" else str(created)
+                    parts.append(f"{len(text)}:{text}")
+                    scores.append(off)
+                    scores.append(text)
             else:
-                parts.append(_token(row.get(name), kind))
-        if layout.scored:
-            created = row.get("created")
-            if created is None or created != created:  # None or NaN: no score
-                parts.append("-")
-            else:
-                text = repr(float(created)) if layout.kinds["created"] == "float" else str(created)
-                parts.append(f"{len(text)}:{text}")
-        else:
-            parts.append("-" if "created" not in layout.kinds else "?")
-        values = [row.get(name) for name in layout.body]
-        for i, is_datetime in layout.times_at:
-            value = values[i]
-            if value is not None:
-                values[i] = (value - _EPOCH) // _MICRO if is_datetime else value // _MICRO
-        for i, name in layout.jsons_at:
-            info = self.schema.fields.get(name)
-            if values[i] is not None and info is not None:
-                values[i] = info.adapter.dump_python(values[i], mode="json")
-        parts.append(json.dumps(values, separators=(",", ":"), ensure_ascii=False,
-                                default=_json_default))
-        return "".join(parts).encode("utf-8")
+                parts.append(created_token)
+            body = [row.get(name) for name in body_names]
+            for i, is_datetime in times_at:
+                value = body[i]
+                if value is not None:
+                    body[i] = (value - _EPOCH) // _MICRO if is_datetime else value // _MICRO
+            for i, name in jsons_at:
+                info = infos.get(name)
+                if body[i] is not None and info is not None:
+                    body[i] = info.adapter.dump_python(body[i], mode="json")
+            header = "".join(parts)
+            size = len(header) if header.isascii() else len(header.encode("utf-8"))
+            values.append(f"{lead}{size}|{header}{dumps(body)}".encode())
+        args: list[Any] = [len(values), *values, len(scores) // 2, *scores, len(sets)]
+        for key, offsets in sets.items():
+            args.append(key)
+            args.append(len(offsets))
+            args.extend(offsets)
+        args.append(len(runs))
+        for key, members in runs.items():
+            args.append(key)
+            args.append(len(members))
+            for run, off in members.items():
+                args.append(run)
+                args.append(off)
+        named = [(f"{prefix}v:{_SLOTS[slot]}", listed[slot]) for slot in (0, 1) if listed[slot]]
+        args.append(len(named))
+        for key, texts_set in named:
+            args.append(key)
+            args.append(len(texts_set))
+            args.extend(texts_set)
+        return values, args
 
     def _decode(self, value: bytes) -> tuple[_Layout, Row]:
         """The layout of a stored value and every field it holds."""
         bar = value.index(b"|")
-        layout = self._layout_of(int(value[:bar]))
-        pos = bar + 1
-        row: Row = {}
-        for slot in range(4):
-            c = value[pos]
-            if c == 45 or c == 63:  # "-" or "?"
-                text = None
-                pos += 1
-            else:
-                colon = value.index(b":", pos)
-                end = colon + 1 + int(value[pos:colon])
-                text = value[colon + 1 : end]
-                pos = end
-            if slot < 3:
-                kind = layout.head[slot]
-                if kind is not None:
-                    name = _SLOTS[slot]
-                    if text is None:
-                        row[name] = None
-                    else:
-                        row[name] = text.decode("utf-8") if kind == "str" else int(text)
-        body = json.loads(value[pos:])
-        row.update(zip(layout.body, body, strict=True))
+        layout = self._layouts.get(int(value[:bar]))
+        if layout is None:
+            layout = self._layout_of(int(value[:bar]))
+        second = value.index(b"|", bar + 1)
+        start = second + 1 + int(value[bar + 1 : second])
+        row: Row = dict(zip(layout.body, json.loads(value[start:]), strict=True))
         for name, kind in layout.times:
             micros = row[name]
             if micros is not None:
@@ -465,11 +538,11 @@ class RedisRepo(Repository[ModelT]):
         if not rows:
             return
         layout = self._layout()
-        values = [self._encode(row, layout) for row in rows]
+        _, args = self._pack(rows, layout)
         pending = self._pending
         token = pending[1] if pending is not None and pending[0] is rows else uuid.uuid4().hex
         try:
-            self._call("add", token, *values)
+            self._call("add", token, *args)
         except (self._redis.ConnectionError, self._redis.TimeoutError):
             self._pending = (rows, token)
             raise
@@ -490,17 +563,24 @@ class RedisRepo(Repository[ModelT]):
         scored = created is not None and created.kind in ("float", "int")
         lo, hi = float("-inf"), float("inf")
         ranged = False
+        pairs: list[list[Any] | None] = [None, None]
         for name, op in query.conditions:
             info = self.schema.fields[name]
             if name in _SLOTS and info.kind in _INDEXABLE:
+                values: list[Any] | None = None
                 if type(op) is Equal:
-                    plan.groups.append([self._ikey(name, op.value)])
-                    continue
-                if isinstance(op, In) and not isinstance(op, NotIn):
-                    keys = list(dict.fromkeys(self._ikey(name, v) for v in op.values))
+                    values = [op.value]
+                elif isinstance(op, In) and not isinstance(op, NotIn):
+                    values = list(op.values)
+                if values is not None:
+                    keys = list(dict.fromkeys(self._ikey(name, v) for v in values))
                     if not keys:
                         plan.empty = True
                     plan.groups.append(keys)
+                    if name != "run_id" and info.kind == "str":
+                        slot = 0 if name == "task_name" else 1
+                        if pairs[slot] is None:
+                            pairs[slot] = values
                     continue
             if name == "created" and scored:
                 bounds = _bounds(op)
@@ -518,7 +598,27 @@ class RedisRepo(Repository[ModelT]):
             if lo > hi:
                 plan.empty = True
             plan.range = (_score(lo), _score(hi))
+        if pairs[0] is not None and pairs[1] is not None:
+            self._pair_group(plan, pairs[0], pairs[1])
         return plan
+
+    def _pair_group(self, plan: _Plan, tasks: list[Any], actions: list[Any]) -> None:
+        """Answer task_name and action conditions with the pair index (one set per pair)."""
+        if None in tasks or None in actions or len(tasks) * len(actions) > 64:
+            return
+        keys = [
+            f"{self._prefix}p:{len(t.encode('utf-8'))}:{t}:{a}"
+            for t in dict.fromkeys(str(_plain(t)) for t in tasks)
+            for a in dict.fromkeys(str(_plain(a)) for a in actions)
+        ]
+        task_keys = [self._ikey("task_name", t) for t in tasks]
+        action_keys = [self._ikey("action", a) for a in actions]
+        plan.groups = [
+            g for g in plan.groups
+            if sorted(g) != sorted(dict.fromkeys(task_keys))
+            and sorted(g) != sorted(dict.fromkeys(action_keys))
+        ]
+        plan.groups.append(keys)
 
     def _walk(
         self, plan: _Plan, *, reverse: bool = False, limit: int | None = None,
@@ -569,7 +669,9 @@ class RedisRepo(Repository[ModelT]):
                 filters = [{"k": g} for g in groups]
             if plan.range is not None and best != len(groups):
                 filters.append({"lo": plan.range[0], "hi": plan.range[1]})
-        want = _PAGE if plan.residual or limit is None else min(limit, _PAGE * 2)
+        # when every candidate matches, fetch what is asked for, in big pages
+        big = _PAGE * 4 if limit is None else min(limit, _PAGE * 4)
+        want = _PAGE if plan.residual else big
         if not rows:
             want = _BUDGET * 5
         if driver is None:
@@ -840,6 +942,10 @@ def _bounds(op: Operator) -> tuple[float, float, bool] | None:
     if type(op) is Between:
         return float(op.low), float(op.high), True
     return None
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
 
 
 def _score(value: float) -> str:

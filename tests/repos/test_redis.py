@@ -76,6 +76,10 @@ def check_indexes(repo: RedisRepo[Any]) -> None:
             zsets.setdefault(key, {})[row_id] = row_id
             if v is not None and name in ("task_name", "action"):
                 listed.setdefault(p + f"v:{name}", set()).add(str(v))
+        task, action = row.get("task_name"), row.get("action")
+        if task is not None and action is not None and None not in layout.head[:2]:
+            key = p + f"p:{len(str(task).encode())}:{task}:{action}"
+            zsets.setdefault(key, {})[row_id] = row_id
         created = row.get("created")
         if layout.scored and created is not None and created == created:
             zsets.setdefault(p + "created", {})[row_id] = float(created)
