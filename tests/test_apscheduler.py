@@ -175,6 +175,30 @@ class TestThreadPool:
             assert ["run", "success"] == [r.action for r in records]
 
 
+    def test_two_schedulers_one_logger(self, make_repo: RepoFactory) -> None:
+        """Two hooked schedulers on one task logger: each execution is one run."""
+        repo = make_repo("memory", model=Record)
+        name = f"tests.aps.two.{uuid.uuid4().hex[:8]}"
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(RepoHandler(repo, errors="raise"))
+        schedulers = [BackgroundScheduler(timezone="UTC") for _ in range(2)]
+        try:
+            for i, scheduler in enumerate(schedulers):
+                install(scheduler, logger=name)
+                scheduler.add_job(lambda: None, "interval", seconds=0.03, id=f"job{i}")
+                scheduler.start()
+            wait_for(lambda: count(repo, "success", "job0") >= 5
+                     and count(repo, "success", "job1") >= 5)
+        finally:
+            for scheduler in schedulers:
+                scheduler.shutdown(wait=True)
+        for task in ("job0", "job1"):
+            for records in by_run(repo, task).values():
+                assert ["run", "success"] == [r.action for r in records]
+
+
 class TestOtherExecutors:
     """The debug executor (always EXECUTED first) and the process pool."""
 

@@ -96,7 +96,7 @@ def _in_run(open_run: Callable[[], Run], func: Callable[..., Any]) -> Callable[.
 
 
 def _run_job(
-    tasklog_logger: str, in_process: bool, job: Any, jobstore_alias: str,
+    tasklog_logger: str, listener_key: int | None, job: Any, jobstore_alias: str,
     run_times: list[datetime], logger_name: str,
 ) -> list[Any]:
     """APScheduler's ``run_job``, one run time at a time, each inside its run.
@@ -106,7 +106,7 @@ def _run_job(
     process pool can pickle it (with the job, as it does APScheduler's own).
     """
     events: list[Any] = []
-    listener = _listeners.get(tasklog_logger) if in_process else None
+    listener = _listeners.get(listener_key) if listener_key is not None else None
     job_id = str(job.id)
     for run_time in run_times:
         run_id = run_id_for(job_id, run_time)
@@ -120,12 +120,12 @@ def _run_job(
     return events
 
 
-def _wrap_executor(executor: BaseExecutor, tasklog_logger: str) -> None:
+def _wrap_executor(executor: BaseExecutor, listener: TasklogListener) -> None:
     """Make *executor* run jobs through :func:`_run_job` (pool and debug executors)."""
     if getattr(executor, "_tasklog_wrapped", False):
         return
     if isinstance(executor, DebugExecutor):
-        target = functools.partial(_run_job, tasklog_logger, True)
+        target = functools.partial(_run_job, listener.logger.name, id(listener))
 
         def submit_debug(job: Any, run_times: list[datetime]) -> None:
             try:
@@ -138,7 +138,9 @@ def _wrap_executor(executor: BaseExecutor, tasklog_logger: str) -> None:
         executor._do_submit_job = submit_debug
     elif isinstance(executor, BasePoolExecutor):
         process = isinstance(executor, ProcessPoolExecutor)
-        pool_target = functools.partial(_run_job, tasklog_logger, not process)
+        pool_target = functools.partial(
+            _run_job, listener.logger.name, None if process else id(listener)
+        )
 
         def submit_once(job: Any, run_times: list[datetime]) -> None:
             def callback(future: Any) -> None:
@@ -212,7 +214,7 @@ class TasklogListener:
         if code == EVENT_EXECUTOR_ADDED:
             executor = self.scheduler._executors.get(event.alias)
             if executor is not None:
-                _wrap_executor(executor, self.logger.name)
+                _wrap_executor(executor, self)
         elif code == EVENT_JOB_SUBMITTED:
             for run_time in event.scheduled_run_times:
                 self._submitted(event.job_id, run_id_for(event.job_id, run_time))
@@ -282,8 +284,8 @@ class TasklogListener:
                                   runtime=runtime)
 
 
-_listeners: dict[str, TasklogListener] = {}
-"""The listener of each tasklog logger, for jobs starting in this process."""
+_listeners: dict[int, TasklogListener] = {}
+"""The listeners installed in this process, by id, for jobs starting in it."""
 
 
 def install(scheduler: Any, *, logger: str | logging.Logger = "tasklog.task") -> TasklogListener:
@@ -294,8 +296,8 @@ def install(scheduler: Any, *, logger: str | logging.Logger = "tasklog.task") ->
     stops the records; the executors stay wrapped).
     """
     listener = TasklogListener(scheduler, logger)
-    _listeners[listener.logger.name] = listener
+    _listeners[id(listener)] = listener
     for executor in list(scheduler._executors.values()):
-        _wrap_executor(executor, listener.logger.name)
+        _wrap_executor(executor, listener)
     scheduler.add_listener(listener, _MASK)
     return listener
