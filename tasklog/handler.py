@@ -243,7 +243,6 @@ class RepoHandler(logging.Handler):
         handle_sigterm: bool = True,
         **options: Any,
     ) -> None:
-        super().__init__(level)
         if errors not in ("warn", "ignore", "raise"):
             msg = f"errors must be 'warn', 'ignore' or 'raise', not {errors!r}."
             raise ValueError(msg)
@@ -267,6 +266,9 @@ class RepoHandler(logging.Handler):
         elif options:
             msg = f"Unknown RepoHandler option(s): {', '.join(options)}."
             raise TypeError(msg)
+        # only now, with every argument checked and the store open: a handler that
+        # could not be made must not stay in logging's list (flushed and closed at exit)
+        super().__init__(level)
         self.repo: Repository[Any] = repo
         self.model: type[BaseModel] = resolved or repo.model
         self.errors: ErrorPolicy = errors

@@ -196,14 +196,37 @@ class SQLRepo(Repository[ModelT]):
         self.engine: Engine = engine
         self.table_name = table
         self._dialect = engine.dialect.name
+        self._pending: str | None = None
+        """``if_missing`` of a table still to open: the server was down at start."""
         try:
             self.table = self._open_table(table, if_missing)
+        except _UnreachableError:
+            # the application starts anyway: writes are retried until the server is back
+            self.table = self._define(table, with_id=True)
+            self._pending = if_missing
         except BaseException:
             if self._owns_engine:
                 engine.dispose()  # do not leak the connections of a repo never returned
             raise
         self._derive()
         _after_fork.add(self)
+
+    def _ensure_open(self) -> None:
+        """Open the table now if the server was down when the repository was made.
+
+        Raises:
+            sqlalchemy.exc.OperationalError: still unreachable (transient: a
+                writer retries).
+        """
+        if self._pending is None:
+            return
+        try:
+            self.table = self._open_table(self.table_name, self._pending)
+        except _UnreachableError as err:
+            cause = err.__cause__
+            raise (cause if isinstance(cause, Exception) else err) from None
+        self._pending = None
+        self._derive()
 
     def _derive(self) -> None:
         """The model's columns in the table, and a fresh insert plan."""
@@ -319,8 +342,10 @@ class SQLRepo(Repository[ModelT]):
                         raise
                 else:
                     return t
-        except exc.OperationalError as err:
+        except (exc.OperationalError, exc.InterfaceError) as err:
             msg = f"Cannot open table {table!r} in {self._url_text()}: {err.orig or err}."
+            if _unreachable(err, self._dialect):
+                raise _UnreachableError(msg) from err
             raise ConfigError(msg) from None
         missing = [name for name in self.schema.names if name not in existing]
         if missing:
@@ -406,6 +431,7 @@ class SQLRepo(Repository[ModelT]):
         SQLAlchemy's exceptions, and a connection lost on the way is
         invalidated, as with ``Connection.execute``.
         """
+        self._ensure_open()
         if not rows:
             return
         plan = self._insert_plan
@@ -449,6 +475,7 @@ class SQLRepo(Repository[ModelT]):
         self, query: Query, *, limit: int | None = None, reverse: bool = False
     ) -> Iterator[Row]:
         """Stream matching rows from the database."""
+        self._ensure_open()
         stmt = sa.select(*self._cols).where(*self._where(query))
         stmt = stmt.order_by(*self._ordering(query, reverse))
         if limit is not None:
@@ -466,17 +493,20 @@ class SQLRepo(Repository[ModelT]):
 
     def count_rows(self, query: Query) -> int:
         """``SELECT count(*)`` in the database."""
+        self._ensure_open()
         stmt = sa.select(sa.func.count()).select_from(self.table).where(*self._where(query))
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
     def delete_rows(self, query: Query) -> int:
         """``DELETE`` in the database."""
+        self._ensure_open()
         with self.engine.begin() as conn:
             return int(conn.execute(self.table.delete().where(*self._where(query))).rowcount)
 
     def update_rows(self, query: Query, values: Row) -> int:
         """``UPDATE`` in the database."""
+        self._ensure_open()
         stmt = self.table.update().where(*self._where(query)).values(**values)
         with self.engine.begin() as conn:
             return int(conn.execute(stmt).rowcount)
@@ -491,6 +521,7 @@ class SQLRepo(Repository[ModelT]):
     ) -> int:
         """One ``DELETE`` that ranks runs with a window function in the database
         (a ``SELECT count(*)`` of the same rows with *dry_run*)."""
+        self._ensure_open()
         t = self.table
         scope = [t.c.task_name == task_name] if task_name is not None and "task_name" in t.c else []
         doomed: list[ColumnElement[bool]] = []
@@ -561,6 +592,7 @@ class SQLRepo(Repository[ModelT]):
     # ------------------------------------------- runs (tasklog.history.RunQueries)
     def latest_per_task_rows(self) -> list[Row] | None:
         """The newest row of each task: one grouped query (None without a key column)."""
+        self._ensure_open()
         if self._id is None or "task_name" not in self.table.c:
             return None
         t = self.table
@@ -582,6 +614,7 @@ class SQLRepo(Repository[ModelT]):
         the nearest-rank percentiles. None (the generic path) for a table
         without tasklog's key column.
         """
+        self._ensure_open()
         from ..history import CLOSING_ACTIONS, FAILURES, OTHER
 
         if self._id is None:
@@ -823,7 +856,37 @@ def parse_sql_url(url: str) -> tuple[sa.URL, str | None]:
             f"Unknown repository URL scheme {parsed.drivername!r} in {url!r}. {known_schemes()}"
         )
         raise ConfigError(msg) from None
+    unknown = [key for key in parsed.query if key not in _url_options(parsed)]
+    if unknown:
+        allowed = ", ".join(sorted(_url_options(parsed) | {"table"}))
+        msg = (
+            f"Unknown option(s) {', '.join(repr(k) for k in unknown)} in {url!r}; "
+            f"{parsed.get_backend_name()} URLs take {allowed}."
+        )
+        raise ConfigError(msg)
     return parsed, table
+
+
+_SQLITE_OPTIONS = frozenset({
+    "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements",
+    "uri", "mode", "cache", "nolock", "immutable", "vfs", "modeof",
+})
+"""What pysqlite and SQLite URI file names accept in an SQLAlchemy SQLite URL."""
+
+
+def _url_options(parsed: sa.URL) -> frozenset[str]:
+    """The query options *parsed*'s driver accepts (anything, when it cannot tell)."""
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite" and driver == "pysqlite":
+        return _SQLITE_OPTIONS
+    if backend == "postgresql" and driver == "psycopg":
+        try:
+            from psycopg import pq
+        except ImportError:  # pragma: no cover  (psycopg is what the URL names)
+            return frozenset(parsed.query)
+        keywords = {o.keyword.decode() for o in pq.Conninfo.get_defaults()}
+        return frozenset(keywords | {"client_encoding", "options"})
+    return frozenset(parsed.query)
 
 
 def open_url(url: str, model: type[Any] | None, options: dict[str, Any]) -> SQLRepo[Any]:
@@ -840,7 +903,7 @@ def open_url(url: str, model: type[Any] | None, options: dict[str, Any]) -> SQLR
     if model is None:
         try:
             return _open_existing(parsed, options)
-        except StoreNotFoundError:
+        except (StoreNotFoundError, _UnreachableError):  # a server down at start: opened when back
             model = DEFAULT_MODEL
     return SQLRepo(url=parsed, model=model, **options)
 
@@ -856,7 +919,10 @@ def open_existing(url: str, options: dict[str, Any]) -> SQLRepo[Any]:
     options = dict(options)
     if options.get("table") is None and table is not None:
         options["table"] = table
-    return _open_existing(parsed, options)
+    try:
+        return _open_existing(parsed, options)
+    except _UnreachableError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _open_existing(parsed: sa.URL, options: dict[str, Any]) -> SQLRepo[Any]:
@@ -890,12 +956,31 @@ def _open_existing(parsed: sa.URL, options: dict[str, Any]) -> SQLRepo[Any]:
         columns = inspector.get_columns(table)
     except exc.SQLAlchemyError as err:
         msg = f"Cannot read {shown}: {getattr(err, 'orig', None) or err}."
+        if _unreachable(err, engine.dialect.name):
+            raise _UnreachableError(msg) from err
         raise ConfigError(msg) from None
     finally:
         engine.dispose()
     names = [str(c["name"]) for c in columns]
     model = model_for_columns(names, _python_types(columns), where=f"Table {table!r} in {shown}")
     return SQLRepo(url=parsed, model=model, table=table, if_missing="raise", **options)
+
+
+class _UnreachableError(Exception):
+    """The database server cannot be reached now (it may be later)."""
+
+
+def _unreachable(error: BaseException, dialect: str) -> bool:
+    """Whether *error*, met when opening a table, means a server that is down
+    or busy rather than a URL or table that can never work.
+
+    SQLite has no server: only a locked file is worth waiting for.
+    """
+    if not isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)):
+        return False
+    if dialect == "sqlite":
+        return "locked" in str(getattr(error, "orig", error)).lower()
+    return True
 
 
 def _sqlite_path(database: str) -> str:
