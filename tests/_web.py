@@ -102,3 +102,36 @@ def live_server(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def write_backfill(repo: Repository[Any], task: str = "hourly-sync", hours: int = 48) -> int:
+    """Add a run an hour for *hours* hours back (varied durations, a failure every 7th).
+
+    Records are added through the repository API, with their times in the past,
+    so a chart has something to spread out. Returns the number of runs.
+    """
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for i in range(hours):
+        created = now - (hours - i) * 3600
+        seconds = 20 + (i * 37 % 23) * 3.5 + (90 if i % 11 == 5 else 0)
+        start = datetime.fromtimestamp(created, timezone.utc)
+        end = datetime.fromtimestamp(created + seconds, timezone.utc)
+        run_id = f"sync-{i:03d}"
+        outcome = "fail" if i % 7 == 3 else "success"
+        base = {"task_name": task, "run_id": run_id, "host": "worker-1", "process": 4000 + i}
+        rows.append({**base, "action": "run", "created": created, "start": start,
+                     "message": "Run started"})
+        rows.append({**base, "action": "log", "created": created + seconds / 2,
+                     "message": f"synced {100 + i * 13 % 400} rows"})
+        rows.append({
+            **base, "action": outcome, "created": created + seconds, "start": start, "end": end,
+            "runtime": end - start,
+            "message": f"Run {'failed' if outcome == 'fail' else 'succeeded'} in {seconds:.1f}s",
+            "exc_text": (
+                "Traceback (most recent call last):\n  File \"sync.py\", line 12, in run\n"
+                "TimeoutError: upstream API did not answer in 30s" if outcome == "fail" else None
+            ),
+        })
+    repo.add_many(rows)
+    return hours

@@ -6,6 +6,9 @@ import base64
 import json
 import math
 import re
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -108,6 +111,24 @@ class TestReads:
         assert ok(client, "/api/runs?since=1h")["runs"]
         assert ok(client, "/api/runs?until=2000-01-01")["runs"] == []
         assert ok(client, "/api/runs?since=2000-01-01T00:00:00Z")["runs"]
+
+    def test_lost_runs(
+        self, client: TestClient, history: tuple[Repository[Any], dict[str, Any]]
+    ) -> None:
+        """status=lost gives open runs whose process is gone on this host (alone or with others)."""
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        history[0].add({
+            "task_name": "cleanup-tmp", "action": "run", "created": time.time(),
+            "run_id": "lost-1", "host": socket.gethostname(), "process": dead.pid,
+        })
+        lost = ok(client, "/api/runs?status=lost")
+        assert [r["run_id"] for r in lost["runs"]] == ["lost-1"]
+        assert lost["next"] is None
+        assert ok(client, "/api/runs?status=lost&task=fetch-prices")["runs"] == []
+        mixed = ok(client, "/api/runs?status=lost,fail")["runs"]
+        assert [r["outcome"] for r in mixed] == [None, "fail", "fail"]
+        assert client.get("/api/runs?status=lost&before=x").status_code == 400
 
     def test_run_page_and_download(self, client: TestClient) -> None:
         """/api/runs/{id} gives the run and its records; ?format=text its log lines."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _web import HOSTILE_TASK, free_port, write_history
+from _web import HOSTILE_TASK, free_port, write_backfill, write_history
 
 from tasklog import TaskRunRecord, open_repo
 
@@ -58,6 +58,7 @@ def _server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     url = f"sqlite:///{directory / 'history.db'}"
     repo = open_repo(url, model=TaskRunRecord)
     written = write_history(repo)
+    write_backfill(repo)
     repo.close()
     port = free_port()
     log = directory / "serve.log"
@@ -117,9 +118,12 @@ def test_tasks_page(page: Any, server: dict[str, Any], shots: Path) -> None:
     """Every task is a row with its last outcome and a strip of its runs' outcomes."""
     page.goto(server["base"] + "/")
     rows = page.locator("#tasks tbody tr")
-    expect(rows).to_have_count(4)
+    expect(rows).to_have_count(5)
     names = [n.strip() for n in page.locator("#tasks td.name").all_inner_texts()]
-    assert names == sorted([HOSTILE_TASK, "cleanup-tmp", "fetch-prices", "nightly-report"])
+    assert names == sorted(
+        [HOSTILE_TASK, "cleanup-tmp", "fetch-prices", "hourly-sync", "nightly-report"]
+    )
+    expect(page.locator('#tasks tr[data-task="hourly-sync"] .strip a')).to_have_count(20)
     prices = page.locator('#tasks tr[data-task="fetch-prices"]')
     expect(prices.locator(".badge")).to_have_text("fail")
     expect(prices.locator(".strip a")).to_have_count(3)
@@ -195,7 +199,7 @@ def test_errors_page(page: Any, server: dict[str, Any], shots: Path) -> None:
     """The errors page shows the failures with their tracebacks, linked to their runs."""
     page.goto(server["base"] + "/errors")
     cards = page.locator("#errors .error")
-    expect(cards).to_have_count(2)
+    expect(cards).to_have_count(9)  # 2 of fetch-prices, 7 of hourly-sync
     expect(cards.first).to_contain_text("fetch-prices")
     expect(cards.first.locator("summary")).to_have_text(
         "ConnectionError: warehouse.example.com: connection refused"
@@ -204,6 +208,20 @@ def test_errors_page(page: Any, server: dict[str, Any], shots: Path) -> None:
     page.select_option("select[name=since]", "1h")
     expect(page).to_have_url(server["base"] + "/errors?since=1h")
     expect(cards).to_have_count(2)
+    page.go_back()
+    expect(cards).to_have_count(9)
+
+
+def test_chart_spreads_runs_over_time(page: Any, server: dict[str, Any], shots: Path) -> None:
+    """48 hourly runs: 48 dots, later runs further right, longer runs higher."""
+    page.goto(server["base"] + "/task?name=hourly-sync")
+    dots = page.locator("#chart svg circle")
+    expect(dots).to_have_count(48)
+    expect(page.locator("#runs tbody tr")).to_have_count(48)
+    xs = [float(d.get_attribute("cx")) for d in dots.all()]
+    assert xs == sorted(xs, reverse=True)  # newest first in the list, rightmost
+    assert page.locator('#chart circle[data-outcome="fail"]').count() == 7
+    page.screenshot(path=str(shots / "task-chart.png"), full_page=True)
 
 
 def test_phone_width(browser: Any, server: dict[str, Any], shots: Path) -> None:
@@ -211,7 +229,7 @@ def test_phone_width(browser: Any, server: dict[str, Any], shots: Path) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
     try:
-        for name, path in (("phone-tasks", "/"), ("phone-task", "/task?name=fetch-prices")):
+        for name, path in (("phone-tasks", "/"), ("phone-task", "/task?name=hourly-sync")):
             page.goto(server["base"] + path)
             expect(page.locator("main table tbody tr").first).to_be_visible()
             width = page.evaluate("document.documentElement.scrollWidth")
@@ -226,7 +244,7 @@ def test_dark_mode(browser: Any, server: dict[str, Any], shots: Path) -> None:
     context = browser.new_context(viewport={"width": 1100, "height": 700}, color_scheme="dark")
     page = context.new_page()
     try:
-        page.goto(server["base"] + "/task?name=fetch-prices")
+        page.goto(server["base"] + "/task?name=hourly-sync")
         expect(page.locator("#runs tbody tr").first).to_be_visible()
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert background == "rgb(17, 21, 28)"

@@ -3,7 +3,7 @@
 "use strict";
 
 (function () {
-  const OUTCOMES = ["success", "fail", "crash", "inaction", "terminate", "running"];
+  const OUTCOMES = ["success", "fail", "crash", "inaction", "terminate", "missed", "skipped", "running"];
   const SINCE = [["1h", "last hour"], ["6h", "last 6 hours"], ["1d", "last day"],
     ["7d", "last 7 days"], ["30d", "last 30 days"], ["", "all time"]];
   const PAGE = 50;
@@ -92,7 +92,7 @@
     const name = outcomeName(o);
     const css = getComputedStyle(document.documentElement);
     const v = { success: "--ok", fail: "--bad", crash: "--bad", inaction: "--warn",
-      terminate: "--warn", running: "--run" }[name] || "--other";
+      terminate: "--warn", missed: "--warn", skipped: "--other", running: "--run" }[name] || "--other";
     return css.getPropertyValue(v).trim() || "#888";
   }
   function select(label, name, options, value, onchange) {
@@ -171,7 +171,8 @@
     const since = q.get("since") || "";
     const before = q.get("before") || "";
     document.title = `tasklog · ${name}`;
-    const statuses = [["", "any outcome"], ...OUTCOMES.map((o) => [o, o])];
+    const statuses = [["", "any outcome"], ...OUTCOMES.map((o) => [o, o]),
+      ["lost", "lost (process gone)"]];
     const filters = h("div", { class: "filters" },
       select("Outcome", "status", statuses, status, (e) => navigate({ name, status: e.target.value, since }, true)),
       select("Started", "since", SINCE, since, (e) => navigate({ name, status, since: e.target.value }, true)));
@@ -249,7 +250,7 @@
       svg.append(s("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end", text: duration(v) }));
       const t = x0 + ((x1 - x0) * i) / 4;
       const d = new Date(t);
-      const label = x1 - x0 > 2 * 86400000 ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`
+      const label = x1 - x0 > 12 * 3600000 ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`
         : `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
       svg.append(s("text", { x: X(t), y: H - 8, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle", text: label }));
     }
@@ -345,7 +346,8 @@
     const list = h("div", { id: "errors" });
     main.replaceChildren(h("h1", { text: "Recent errors" }), filters, list);
     refresh = async () => {
-      const found = (await api("api/errors", { task, since, limit: 100 })).slice().reverse();
+      const found = (await api("api/errors", { task, since, limit: 100 }))
+        .slice().sort((a, b) => b.created - a.created);
       if (!found.length) { list.replaceChildren(empty("No failures. 🎉")); return; }
       list.replaceChildren(...found.map((r) => h("div", { class: "card error" },
         h("div", {}, badge(r.action), " ",
