@@ -49,6 +49,17 @@ def by_run(repo: Repository[Any], task: str) -> dict[str, list[Any]]:
     return runs
 
 
+def executed(runs: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The runs that executed; those skipped or missed under load are just run + closing."""
+    kept = {}
+    for run_id, records in runs.items():
+        if records[-1].action in ("skipped", "missed"):
+            assert ["run", records[-1].action] == [r.action for r in records]
+        else:
+            kept[run_id] = records
+    return kept
+
+
 def count(repo: Repository[Any], action: str, task: str | None = None) -> int:
     """How many records of *action* (for *task*) are stored."""
     conditions = {"action": action} if task is None else {"action": action, "task_name": task}
@@ -96,7 +107,7 @@ class TestThreadPool:
         scheduler.start()
         wait_for(lambda: count(repo, "success") >= 2)
         scheduler.shutdown(wait=True)
-        runs = by_run(repo, "report-job")
+        runs = executed(by_run(repo, "report-job"))
         assert len(runs) >= 2
         for run_id, records in runs.items():
             assert run_id.startswith("report-job@")
@@ -115,7 +126,7 @@ class TestThreadPool:
         scheduler.start()
         wait_for(lambda: count(repo, "fail") >= 1)
         scheduler.shutdown(wait=True)
-        records = next(iter(by_run(repo, "broken").values()))
+        records = next(iter(executed(by_run(repo, "broken")).values()))
         assert ["run", "fail"] == [r.action for r in records]
         fail = records[-1]
         assert "ERROR" == fail.levelname
@@ -171,7 +182,7 @@ class TestThreadPool:
         scheduler.start()
         wait_for(lambda: count(repo, "success") >= 10)
         scheduler.shutdown(wait=True)
-        for records in by_run(repo, "fast").values():
+        for records in executed(by_run(repo, "fast")).values():
             assert ["run", "success"] == [r.action for r in records]
 
 
@@ -195,7 +206,7 @@ class TestThreadPool:
             for scheduler in schedulers:
                 scheduler.shutdown(wait=True)
         for task in ("job0", "job1"):
-            for records in by_run(repo, task).values():
+            for records in executed(by_run(repo, task)).values():
                 assert ["run", "success"] == [r.action for r in records]
 
 
@@ -210,7 +221,7 @@ class TestOtherExecutors:
         scheduler.start()
         wait_for(lambda: count(repo, "success") >= 3)
         scheduler.shutdown(wait=True)
-        for records in by_run(repo, "dbg").values():
+        for records in executed(by_run(repo, "dbg")).values():
             assert ["run", "log", "log", "success"] == [r.action for r in records]
 
     def test_process_pool(
