@@ -458,6 +458,21 @@ if op == "page" then
   return out
 end
 
+if op == "latest" then
+  -- the newest row of each task (and of the records without one)
+  local keys = {P .. "z:task_name"}
+  for _, task in ipairs(redis.call("SMEMBERS", P .. "v:task_name")) do
+    keys[#keys + 1] = ikey(1, task)
+  end
+  local ids = {}
+  for _, key in ipairs(keys) do
+    local got = redis.call("ZREVRANGE", key, 0, 0)
+    if #got > 0 then ids[#ids + 1] = got[1] end
+  end
+  if #ids == 0 then return {} end
+  return redis.call("HMGET", ROWS, unpack(ids))
+end
+
 if op == "get" then
   return redis.call("HMGET", ROWS, unpack(ARGV, 3))
 end

@@ -878,6 +878,14 @@ class RedisRepo(Repository[ModelT]):
         items = {row_id: self._entry(value) for row_id, value, _ in found if row_id in doomed}
         return self._retry_conflicts("del", Query(), items)
 
+    # ------------------------------------- runs (tasklog.history.RunQueries)
+    def latest_per_task_rows(self) -> list[Row] | None:
+        """The newest row of each task: the top of each task's index, one call."""
+        info = self.schema.fields.get("task_name")
+        if info is None or info.kind not in _INDEXABLE:
+            return None
+        return [self._view(value) for value in self._call("latest") if value is not None]
+
     # ------------------------------------------------------------ change feed
     def position(self) -> int:
         """The id of the newest record written so far (0 for an empty key).

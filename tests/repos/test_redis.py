@@ -440,3 +440,16 @@ def test_restart_mid_logging_loses_nothing() -> None:
             counts["retries"] > 0, counts["stored"], counts["dropped"], stored)
     finally:
         server.stop()
+
+
+def test_latest_per_task_from_the_indexes(rrepo: RedisRepo[Any]) -> None:
+    """The newest record of each task comes from the top of each task's index."""
+    from tasklog.history import latest_per_task
+
+    rrepo.add_many([{"task_name": t, "action": "log", "created": float(i)}
+                    for i, t in enumerate(["b", "a", "b", "c", "a"])])
+    rrepo.filter_by(created=4.0).delete()
+    mirror = MemoryRepo()
+    mirror.add_many([r.model_dump() for r in rrepo])
+    assert ([("a", 1.0), ("b", 2.0), ("c", 3.0)], latest_per_task(mirror)) == (
+        [(r.task_name, r.created) for r in latest_per_task(rrepo)], latest_per_task(rrepo))
