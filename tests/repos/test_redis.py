@@ -453,3 +453,35 @@ def test_latest_per_task_from_the_indexes(rrepo: RedisRepo[Any]) -> None:
     mirror.add_many([r.model_dump() for r in rrepo])
     assert ([("a", 1.0), ("b", 2.0), ("c", 3.0)], latest_per_task(mirror)) == (
         [(r.task_name, r.created) for r in latest_per_task(rrepo)], latest_per_task(rrepo))
+
+
+@pytest.mark.slow
+def test_full_redis_refuses_whole_batches() -> None:
+    """With maxmemory reached (noeviction) a batch is refused whole with OOM, which
+    is transient; what was stored stays consistent and readable."""
+    server = RedisServer()
+    try:
+        server.start()
+    except RedisUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        repo: RedisRepo[Any] = RedisRepo(server.url, key="full")
+        used = int(repo.client.info("memory")["used_memory"])
+        repo.client.config_set("maxmemory", str(used + 3_000_000))
+        repo.client.config_set("maxmemory-policy", "noeviction")
+        stored, refused = 0, None
+        for batch in range(400):
+            rows = [{"task_name": f"t{i % 7}", "action": "log", "created": float(i),
+                     "run_id": f"r{batch}-{i}"} for i in range(500)]
+            try:
+                repo.add_many(rows)
+            except redis.RedisError as exc:
+                refused = exc
+                break
+            stored += len(rows)
+        assert refused is not None and repo.is_transient(refused)
+        assert stored == len(repo) == len(repo.filter_by().all())
+        check_indexes(repo)
+        repo.close()
+    finally:
+        server.stop()
