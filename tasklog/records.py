@@ -101,6 +101,7 @@ class TaskLogRecord(MinimalRecord):
     runtime: timedelta | None = None
     message: str = ""
     exc_text: str | None = None
+    levelname: str | None = None
 
 
 class TaskRunRecord(TaskLogRecord):

@@ -13,7 +13,6 @@ from tasklog import (
     ConfigError,
     CSVFileRepo,
     MemoryRepo,
-    MinimalRunRecord,
     RepoHandler,
     SQLRepo,
     TaskRunRecord,
@@ -33,7 +32,7 @@ class TestOpenRepo:
     def test_memory(self) -> None:
         """memory:// opens an unbounded MemoryRepo with the default model."""
         repo = open_repo("memory://")
-        assert (MemoryRepo, None, MinimalRunRecord) == (type(repo), repo.max_size, repo.model)  # type: ignore[attr-defined]
+        assert (MemoryRepo, None, TaskRunRecord) == (type(repo), repo.max_size, repo.model)  # type: ignore[attr-defined]
 
     def test_memory_max_size(self) -> None:
         """memory://?max_size=N makes a ring buffer of N records."""

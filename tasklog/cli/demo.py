@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from ..history import list_runs
 from ..repos import Repository, backend_for
 from ..stats import stats as compute_stats
 from . import render
@@ -81,6 +82,10 @@ def demo(ctx: typer.Context) -> None:
     for task in ("nightly-report", "fetch-prices", "cleanup-tmp"):
         out.print(render.runs_table(task, find_runs(repo, task_name=task, limit=5)))
     out.print(render.stats_table(compute_stats(repo)))
+    failed = list_runs(repo, task_name="fetch-prices", outcome="fail", limit=1)
+    if failed:
+        out.print("Why did fetch-prices fail? Its last failed run:", style="bold")
+        typer.echo(failed[0].output())
     if backend_for(current.url).name != "memory":
         options = ""
         if current.repo_option is not None:

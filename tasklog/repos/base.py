@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..query import Query
-from ..records import MinimalRunRecord
+from ..records import TaskRunRecord
 from ..schema import Schema, schema_of
 
 __all__ = [
@@ -126,7 +126,7 @@ class Repository(ABC, Generic[ModelT]):
     so that a handler may hold records until this process reads them."""
 
     def __init__(self, model: type[ModelT] | None = None, *, id_field: str | None = None) -> None:
-        self._model: type[ModelT] = model or MinimalRunRecord  # type: ignore[assignment]
+        self._model: type[ModelT] = model or TaskRunRecord  # type: ignore[assignment]
         self.schema: Schema = schema_of(self._model)
         if id_field is not None:
             self.schema.field(id_field)

@@ -255,7 +255,7 @@ class CSVFileRepo(Repository[ModelT]):
         filename: the CSV file; created with a header row when missing. An
             existing file must have a header naming every model field (extra
             columns are kept and left empty by tasklog).
-        model: the record model (default :class:`~tasklog.MinimalRunRecord`).
+        model: the record model (default :class:`~tasklog.TaskRunRecord`).
         id_field: see :class:`~tasklog.repos.base.Repository`.
 
     None is stored as an empty cell; so is an empty string, which comes back
@@ -290,19 +290,24 @@ class CSVFileRepo(Repository[ModelT]):
         self._derive()
 
     def _derive(self) -> None:
-        """The column layout of the model in this file's header.
+        """The column layout of the model in this file's header; columns for
+        optional fields the header lacks are added (the file rewritten once,
+        atomically, under the lock; older rows read the fields' defaults).
 
         Raises:
-            ValueError: the header lacks columns for fields of the model.
+            ValueError: the header lacks columns for required fields of the model.
         """
         missing = [name for name in self.schema.names if name not in self._header]
-        if missing:
+        required = [name for name in missing if self.schema.fields[name].required]
+        if required:
             msg = (
-                f"CSV file {str(self.filename)!r} lacks columns for fields of "
-                f"{self.model.__name__}: {', '.join(missing)}. Add them to its header row "
+                f"CSV file {str(self.filename)!r} lacks columns for required fields of "
+                f"{self.model.__name__}: {', '.join(required)}. Add them to its header row "
                 "or use a model without them."
             )
             raise ValueError(msg)
+        if missing:
+            self._add_columns(missing)
         self._col = {name: self._header.index(name) for name in self.schema.names}
         self._fields: list[FieldInfo] = [self.schema.fields[n] for n in self.schema.names]
         names = self.schema.names
@@ -346,6 +351,19 @@ class CSVFileRepo(Repository[ModelT]):
                 return list(self.schema.names)
             finally:
                 _unlock(f)
+
+    def _add_columns(self, names: list[str]) -> None:
+        """Rewrite the file with *names* added to its header (each row padded
+        with empty cells), unless another process added them meanwhile."""
+
+        def plan() -> Callable[[int, list[str]], list[str] | None]:
+            with open(self.filename, encoding="utf-8-sig", newline="") as f:
+                header = next(csv.reader(f), None) or []
+            self._header = header + [n for n in names if n not in header]
+            width = len(self._header)
+            return lambda n, cells: cells + [""] * (width - len(cells))
+
+        self._rewrite(plan, force=True)
 
     @contextlib.contextmanager
     def _locked_for_write(self) -> Iterator[int]:
@@ -507,7 +525,7 @@ class CSVFileRepo(Repository[ModelT]):
         width = len(cells)
         for info in self._fields:
             i = self._col[info.name]
-            row[info.name] = self._cell(n, info, cells[i]) if i < width else None
+            row[info.name] = self._cell(n, info, cells[i] if i < width else "")
         return row
 
     def _cell(self, n: int, info: FieldInfo, text: str) -> Any:
@@ -619,11 +637,17 @@ class CSVFileRepo(Repository[ModelT]):
         return max(lines - 1, 0)  # the header
 
     # ----------------------------------------------------------- rewrites
-    def _rewrite(self, plan: Callable[[], Callable[[int, list[str]], list[str] | None]]) -> int:
+    def _rewrite(
+        self,
+        plan: Callable[[], Callable[[int, list[str]], list[str] | None]],
+        *,
+        force: bool = False,
+    ) -> int:
         """Rewrite the file atomically, under the write lock.
 
         *plan* runs under the lock and returns ``change(n, cells)``, which gives
         the new cells of row *n*, the same list to keep it, or None to drop it.
+        With *force* the file is replaced even when no row changed (a new header).
         """
         changed = 0
         with self._locked_for_write() as current:
@@ -647,7 +671,7 @@ class CSVFileRepo(Repository[ModelT]):
                     out.flush()
                     os.fsync(out.fileno())
                     st = os.fstat(out.fileno())
-                    if changed:
+                    if changed or force:
                         os.chmod(tmp, os.fstat(current).st_mode & 0o777)
                         os.replace(tmp, self.filename)
                         _remember(out.fileno(), (st.st_dev, st.st_ino), st.st_size)

@@ -47,7 +47,7 @@ class MemoryRepo(Repository[ModelT]):
     """An in-process store.
 
     Args:
-        model: the record model (default :class:`~tasklog.MinimalRunRecord`).
+        model: the record model (default :class:`~tasklog.TaskRunRecord`).
         max_size: keep at most this many records, evicting the oldest (a
             ring buffer); None keeps everything.
         id_field: see :class:`~tasklog.repos.base.Repository`.

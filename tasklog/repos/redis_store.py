@@ -176,7 +176,7 @@ class RedisRepo(Repository[ModelT]):
             for TLS); options redis-py knows may follow as a query string.
         key: the name of this store in the database (several stores may share
             a database; several processes and hosts may write one store).
-        model: the record model (default :class:`~tasklog.MinimalRunRecord`).
+        model: the record model (default :class:`~tasklog.TaskRunRecord`).
         max_size: keep at most this many records, evicting the oldest (a ring).
             The cap is kept in Redis, so every writer of the key honours it;
             None leaves the key's current cap (if any) as it is.

@@ -52,7 +52,7 @@ __all__ = [
     "same_store",
 ]
 
-DEFAULT_MODEL: type[BaseModel] = MinimalRunRecord
+DEFAULT_MODEL: type[BaseModel] = TaskRunRecord
 """The model of a new store opened by URL without ``model=``."""
 
 

@@ -146,7 +146,7 @@ class SQLRepo(Repository[ModelT]):
         engine: an SQLAlchemy :class:`~sqlalchemy.engine.Engine`, or None with *url*.
         url: a database URL, used when no engine is given.
         table: the table name (default ``task_log``).
-        model: the record model (default :class:`~tasklog.MinimalRunRecord`).
+        model: the record model (default :class:`~tasklog.TaskRunRecord`).
         if_missing: ``"create"`` makes a missing table; ``"raise"`` refuses.
         id_field: see :class:`~tasklog.repos.base.Repository`.
         conn_string: Red Bird's name for *url*.
@@ -348,14 +348,47 @@ class SQLRepo(Repository[ModelT]):
                 raise _UnreachableError(msg) from err
             raise ConfigError(msg) from None
         missing = [name for name in self.schema.names if name not in existing]
-        if missing:
+        required = [name for name in missing if self.schema.fields[name].required]
+        if required:
             msg = (
-                f"Table {table!r} in {self._url_text()} lacks columns for fields of "
-                f"{self.model.__name__}: {', '.join(missing)}. Add the columns, or use a "
+                f"Table {table!r} in {self._url_text()} lacks columns for required fields of "
+                f"{self.model.__name__}: {', '.join(required)}. Add the columns, or use a "
                 "model without them or another table."
             )
             raise ConfigError(msg)
-        return self._define(table, with_id=ID_COLUMN in existing)
+        t = self._define(table, with_id=ID_COLUMN in existing)
+        if missing:
+            self._add_columns(t, missing)
+        return t
+
+    def _add_columns(self, t: sa.Table, names: list[str]) -> None:
+        """``ALTER TABLE ... ADD COLUMN`` (nullable) for each of *names*, with the
+        field's default as the column default so that older rows read it; and the
+        indexes on them. Another process adding them meanwhile is fine."""
+        dialect = self.engine.dialect
+        quote = dialect.identifier_preparer.quote
+        table = dialect.identifier_preparer.format_table(t)
+        for name in names:
+            column = t.c[name]
+            kind = column.type.compile(dialect=dialect)
+            sql = f"ALTER TABLE {table} ADD COLUMN {quote(name)} {kind}"
+            default = self.model.model_fields[name].default
+            if isinstance(default, (str, int, float)) and not isinstance(default, bool):
+                literal = sa.literal(default).compile(
+                    dialect=dialect, compile_kwargs={"literal_binds": True}
+                )
+                sql += f" DEFAULT {literal}"
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(sql)
+            except exc.DatabaseError:
+                present = self._existing_columns(t.name) or set()
+                if name not in present:
+                    raise
+        for index in t.indexes:
+            if any(c.name in names for c in index.columns):
+                with contextlib.suppress(exc.DatabaseError):  # made by another process
+                    index.create(self.engine, checkfirst=True)
 
     def _existing_columns(self, table: str) -> set[str] | None:
         inspector = sa.inspect(self.engine)

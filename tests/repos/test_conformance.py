@@ -758,7 +758,7 @@ class TestCSVFileRepo:
     def test_none_is_empty_cell(self, tmp_path: Path) -> None:
         """None is written as an empty cell and comes back as None."""
         path = tmp_path / "log.csv"
-        repo = CSVFileRepo(path)
+        repo = CSVFileRepo(path, model=MinimalRunRecord)
         repo.add({"task_name": "t", "action": "log", "created": 1.0, "run_id": None})
         with path.open(newline="") as f:
             cells = list(csv.reader(f))
@@ -786,7 +786,7 @@ class TestCSVFileRepo:
             '"multi\nline",2,success,backup,\n',
             encoding="utf-8",
         )
-        repo = CSVFileRepo(path)
+        repo = CSVFileRepo(path, model=MinimalRunRecord)
         repo.add({"task_name": "backup", "action": "run", "created": 3.0, "run_id": "r2"})
         assert [
             MinimalRunRecord(task_name="backup", action="run", created=1.5, run_id="r1"),
@@ -813,7 +813,7 @@ class TestCSVFileRepo:
         path = tmp_path / "bom.csv"
         path.write_text("task_name,action,created,run_id\nx,run,1.0,r1\n", encoding="utf-8-sig")
         assert [MinimalRunRecord(task_name="x", action="run", created=1.0, run_id="r1")] == list(
-            CSVFileRepo(path)
+            CSVFileRepo(path, model=MinimalRunRecord)
         )
 
     def test_empty_string_in_optional_field(self, tmp_path: Path) -> None:
@@ -824,17 +824,18 @@ class TestCSVFileRepo:
         assert ("", None) == (got.task_name, got.message)
 
     def test_missing_columns(self, tmp_path: Path) -> None:
-        """A CSV file whose header lacks model fields is an error naming them."""
+        """A CSV file whose header lacks required model fields is an error naming them."""
         path = tmp_path / "hand.csv"
-        path.write_text("task_name,created\nx,1\n", encoding="utf-8")
-        with pytest.raises(ValueError, match="action, run_id"):
+        path.write_text("task_name,note\nx,1\n", encoding="utf-8")
+        with pytest.raises(ValueError, match="required fields of TaskRunRecord: action, created"):
             CSVFileRepo(path)
+        assert "task_name,note\nx,1\n" == path.read_text(encoding="utf-8")  # left alone
 
     def test_empty_existing_file_gets_header(self, tmp_path: Path) -> None:
         """An existing empty file gets a header row."""
         path = tmp_path / "empty.csv"
         path.touch()
-        repo = CSVFileRepo(path)
+        repo = CSVFileRepo(path, model=MinimalRunRecord)
         repo.add({"task_name": "t", "action": "log", "created": 1.0})
         assert ("task_name,action,created,run_id", 1) == (
             path.read_text(encoding="utf-8").splitlines()[0], len(repo)
@@ -845,6 +846,12 @@ class TestCSVFileRepo:
 def _sql_store(request: pytest.FixtureRequest) -> str:
     """Each SQL store in turn."""
     return str(request.param)
+
+
+class Needy(MinimalRunRecord):
+    """A model with a required field no table of tasklog's has."""
+
+    needed: int
 
 
 class Bigger(BaseModel):
@@ -888,10 +895,10 @@ class TestSQLRepo:
         assert 1 == len(second)
 
     def test_existing_table_lacking_fields(self, make_repo: Any, sql_store: str) -> None:
-        """An existing table that lacks model fields is an error naming the missing columns."""
-        first = make_repo(sql_store)
-        with pytest.raises(ValueError, match="host, process"):
-            SQLRepo(first.engine, table=first.table_name, model=Bigger)
+        """An existing table that lacks required model fields is an error naming them."""
+        first = make_repo(sql_store, model=Bigger)
+        with pytest.raises(ValueError, match="required fields of Needy: needed"):
+            SQLRepo(first.engine, table=first.table_name, model=Needy)
 
     def test_engine_argument(self, make_repo: Any, sql_store: str) -> None:
         """SQLRepo takes an existing engine as its first argument and leaves it open on close."""
