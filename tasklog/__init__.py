@@ -40,7 +40,7 @@ from .repos import CSVFileRepo, MemoryRepo, Repository, Result, open_repo
 if TYPE_CHECKING:
     from .repos.redis_store import RedisRepo
     from .repos.sql import SQLRepo
-from .runs import Run, current_run
+from .runs import Run, current_run, terminate_open_runs
 from .stats import Stats, TaskStats, mark_crashed, stats
 
 __all__ = [
@@ -87,6 +87,7 @@ __all__ = [
     "open_repo",
     "skip",
     "stats",
+    "terminate_open_runs",
 ]
 
 

@@ -870,6 +870,46 @@ def _install_sigterm() -> None:
         pass
 
 
+_sigterm_hooks: list[tuple[Callable[[], bool], Callable[[], object]]] = []
+"""``(pending, hook)``: work to do on SIGTERM before the writers are flushed
+(the runs module logs ``terminate`` for the open runs)."""
+_sigterm_thread: threading.Thread | None = None
+
+
+def add_sigterm_hook(pending: Callable[[], bool], hook: Callable[[], object]) -> None:
+    """Run *hook* on SIGTERM, before queued records are stored, when *pending()* is true.
+
+    The hook runs in a thread of its own, not in the signal handler: it may
+    log (and so take locks the interrupted main thread holds, which that
+    thread releases as it goes on). The process then ends as SIGTERM would.
+    """
+    if (pending, hook) not in _sigterm_hooks:
+        _sigterm_hooks.append((pending, hook))
+    _install_sigterm()
+
+
+def _end_in_thread() -> None:
+    """Run the SIGTERM hooks, store what the writers hold, then SIGTERM again."""
+    for pending, hook in list(_sigterm_hooks):
+        with contextlib.suppress(Exception):
+            if pending():
+                hook()
+    handlers = list(_handlers)
+    now = time.monotonic()
+    for handler in handlers:
+        handler._deadline = min(handler._deadline, now + handler.close_timeout)
+    for handler in handlers:
+        with contextlib.suppress(Exception):
+            handler._flush_for_exit()
+    os.kill(os.getpid(), signal.SIGTERM)  # the main thread's handler now lets it end
+
+
+def _die_of_sigterm() -> None:
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     """Store what the writers hold, then die of SIGTERM as with the default action.
 
@@ -877,7 +917,19 @@ def _on_sigterm(signum: int, frame: object) -> None:
     the interrupted code may hold: it only signals the writers and waits on
     their progress with bounded, non-blocking acquires.
     """
-    global _sigterm_deferred
+    global _sigterm_deferred, _sigterm_thread
+    if _sigterm_thread is not None:  # the second SIGTERM, sent by _end_in_thread
+        if not _sigterm_thread.is_alive():
+            _die_of_sigterm()
+        return
+    if any(pending() for pending, _ in list(_sigterm_hooks)):
+        # runs are open: their terminate records are logged from a thread, since
+        # this handler may have interrupted the main thread inside a logging call
+        _sigterm_thread = threading.Thread(
+            target=_end_in_thread, name="tasklog-sigterm", daemon=True
+        )
+        _sigterm_thread.start()
+        return
     me = threading.get_ident()
     if any(h._caller_writing == me for h in list(_handlers)):
         _sigterm_deferred = True  # this thread holds a batch: finish writing it first
@@ -896,6 +948,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def _reset_after_fork() -> None:
+    global _sigterm_thread
+    _sigterm_thread = None
     for handler in list(_handlers):
         handler._after_fork_in_child()
 

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .adapter import TaskAdapter
 from .exceptions import CancelRun, TaskInaction
+from .handler import add_sigterm_hook
 from .records import Action
 from .repos import Repository
 
@@ -47,6 +49,7 @@ __all__ = [
     "format_line",
     "format_records",
     "run_decorator",
+    "terminate_open_runs",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,6 +69,26 @@ _now: Callable[[], float] = time.time
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "tasklog_current_run", default=None
 )
+
+
+_open: weakref.WeakValueDictionary[int, Run] = weakref.WeakValueDictionary()
+"""The runs of this process that started and have not ended (for SIGTERM)."""
+
+
+def terminate_open_runs(reason: str = "SIGTERM") -> list[str]:
+    """Log ``terminate`` for every run of this process that is still open; return their ids.
+
+    tasklog calls it when the process gets SIGTERM (where it may install its
+    own handler: the main thread, no handler of the application's). An
+    application with a SIGTERM handler of its own calls it there, then
+    :func:`logging.shutdown` (or each handler's ``flush``) to store what is
+    queued. A run ended this way logs nothing more when its block exits.
+    """
+    ended = []
+    for run in sorted(_open.values(), key=lambda r: r._state.began or 0.0):
+        if run._terminate(reason):
+            ended.append(run.run_id)
+    return ended
 
 
 def current_run() -> Run | None:
@@ -364,6 +387,9 @@ class Run(RunLogger):
         self._entered = False
         self._token: contextvars.Token[Run | None] | None = None
         self._heartbeat_interval = interval
+        self._closed = False
+        """Whether the closing record was logged (by the block's exit or by SIGTERM)."""
+        self._close_lock = threading.Lock()
         self._heartbeat_stop: threading.Event | None = None
         self._heartbeat_thread: threading.Thread | None = None
 
@@ -465,6 +491,8 @@ class Run(RunLogger):
         text = f"Run started ({described})" if described else "Run started"
         self._log_action(logging.INFO, Action.RUN.value, text, {"start": state.start})
         self._token = _current.set(self)
+        _open[id(self)] = self
+        add_sigterm_hook(_any_open, terminate_open_runs)
         self._start_heartbeat()
 
     def _finish(
@@ -476,6 +504,39 @@ class Run(RunLogger):
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
+        with self._close_lock:
+            _open.pop(id(self), None)
+            if self._closed:  # SIGTERM logged ``terminate`` already
+                return False
+            self._closed = True
+            return self._close(exc_type, exc, tb)
+
+    def _terminate(self, reason: str) -> bool:
+        """Log ``terminate`` now (SIGTERM) unless the run has ended; return whether it did."""
+        stop = self._heartbeat_stop
+        if stop is not None:
+            stop.set()
+        with self._close_lock:
+            _open.pop(id(self), None)
+            if self._closed:
+                return False
+            self._closed = True
+            state = self._state
+            runtime = timedelta(seconds=time.perf_counter() - (state.began or 0.0))
+            state.runtime = runtime
+            start = state.start or datetime.now(timezone.utc)
+            self._log_action(
+                logging.WARNING, Action.TERMINATE.value,
+                f"Run terminated after {_seconds(runtime)}: {reason}",
+                {"start": start, "end": start + runtime, "runtime": runtime},
+            )
+            return True
+
+    def _close(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """Log the closing record for how the block ended (see the module's table)."""
         state = self._state
         runtime = timedelta(seconds=time.perf_counter() - (state.began or 0.0))
         state.runtime = runtime
@@ -543,6 +604,10 @@ class Run(RunLogger):
     ) -> bool:
         """Log the closing record (see the module's table of actions)."""
         return self._finish(exc_type, exc, tb)
+
+
+def _any_open() -> bool:
+    return bool(_open)
 
 
 def _reachable_repos(logger: logging.Logger) -> list[Repository[Any]]:
