@@ -144,19 +144,6 @@ class _Layout:
         )
 
 
-def _token(value: Any, kind: str | None) -> str:
-    """One header token: ``-`` (null or absent), ``?`` (not indexed) or ``<bytes>:<text>``."""
-    if kind is None:
-        return "?"
-    if value is None:
-        return "-"
-    if isinstance(value, Enum):
-        value = value.value
-    text = value if kind == "str" else str(int(value))
-    size = len(text) if text.isascii() else len(text.encode("utf-8"))
-    return f"{size}:{text}"
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
