@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import STORES, RepoFactory
+from conftest import STORES, RepoFactory, drop_redis_key
 
 from tasklog import (
     MinimalRecord,
@@ -287,11 +287,16 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("store", ["sqlite", "csv"])
-def test_crash_of_a_killed_child(store: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "csv", "redis"])
+def test_crash_of_a_killed_child(store: str, tmp_path: Path,
+                                 request: pytest.FixtureRequest) -> None:
     """A child killed mid-run is marked crashed; a child still running is not."""
-    url = (f"sqlite:///{tmp_path / 'runs.db'}" if store == "sqlite"
-           else f"csv://{tmp_path / 'runs.csv'}")
+    if store == "redis":
+        key = f"crash_{uuid.uuid4().hex[:12]}"
+        url = f"{request.getfixturevalue('redis_url')}?key={key}"
+    else:
+        url = (f"sqlite:///{tmp_path / 'runs.db'}" if store == "sqlite"
+               else f"csv://{tmp_path / 'runs.csv'}")
     repo = open_repo(url, model=TaskRunRecord)
     children = [
         subprocess.Popen([sys.executable, "-c", CHILD, url, task],
@@ -315,4 +320,6 @@ def test_crash_of_a_killed_child(store: str, tmp_path: Path) -> None:
             child.wait()
             assert child.stdout is not None
             child.stdout.close()
+        if store == "redis":
+            drop_redis_key(repo)
         repo.close()

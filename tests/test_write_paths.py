@@ -198,7 +198,7 @@ class _Measured(BaseModel):
     value: float | None = None
 
 
-@pytest.mark.parametrize("store", ["memory", "csv", "sqlite", "postgresql"])
+@pytest.mark.parametrize("store", ["memory", "csv", "sqlite", "postgresql", "redis"])
 def test_nan_round_trips_except_on_sqlite(make_repo: Any, store: str) -> None:
     """NaN comes back as NaN, except on SQLite, which has no NaN and stores NULL:
     there an optional field reads back None and a required one is refused
