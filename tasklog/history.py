@@ -63,6 +63,7 @@ CLOSING_ACTIONS: tuple[str, ...] = (
 
 ``missed`` and ``skipped`` are written by the scheduler hooks
 (:mod:`tasklog.contrib`) for an execution that did not happen."""
+_CLOSING = frozenset(CLOSING_ACTIONS)
 FAILURES: tuple[str, ...] = ("fail", "crash")
 """Outcomes counted as failures."""
 OTHER: tuple[str, ...] = ("inaction", "terminate")
@@ -240,12 +241,11 @@ def _closings(
     ids = sorted({str(run_id) for _, run_id in wanted})
     found: dict[tuple[Any, Any], Row] = {}
     for i in range(0, len(ids), 500):
-        query = Query.build(
-            repo.schema, {"run_id": in_(ids[i : i + 500]), "action": in_(CLOSING_ACTIONS)}
-        )
+        # by run id alone: every store's run_id index answers it (a run has few records)
+        query = Query.build(repo.schema, {"run_id": in_(ids[i : i + 500])})
         for row in repo.select_rows(query):
             key = (row["task_name"], row["run_id"])
-            if key in wanted and key not in found:
+            if row["action"] in _CLOSING and key in wanted and key not in found:
                 found[key] = row
     return found
 
@@ -293,34 +293,33 @@ def _starts_newest_first(
     bound: tuple[float, str, str] | None,
 ) -> Iterator[Row]:
     """``run`` rows matching *conditions* and started from *low* to *high*, newest
-    start first (ties by task and run id, descending), only those before *bound*;
-    read a page at a time."""
-    size = _PAGE
-    while True:
-        where = dict(conditions)
-        top = high if bound is None else bound[0] if high is None else min(high, bound[0])
-        span = _created_range(low, top)
-        if span is not None:
-            where["created"] = span
-        query = Query.build(repo.schema, where).ordered(repo.schema, ("-created",))
-        rows = list(repo.select_rows(query, limit=size))
-        fresh = sorted(
-            (r for r in rows if r.get("run_id") is not None and (bound is None or _key(r) < bound)),
-            key=_key,
-            reverse=True,
-        )
-        if len(rows) < size:  # the last page
-            yield from fresh
-            return
-        # the page's oldest start may have more rows of the same time on the next page
-        oldest = float(rows[-1]["created"])
-        done = [r for r in fresh if float(r["created"]) > oldest]
-        if not done:  # a whole page of one start time: read more at once
-            size *= 2
-            continue
-        yield from done
-        bound = _key(done[-1])
-        size = _PAGE
+    start first (ties by task and run id, descending), only those before *bound*.
+
+    One query, streamed (each store sorts once, the SQL store with its
+    ``created`` index); rows of one start time are gathered to order the tie.
+    """
+    where = dict(conditions)
+    top = high if bound is None else bound[0] if high is None else min(high, bound[0])
+    span = _created_range(low, top)
+    if span is not None:
+        where["created"] = span
+    query = Query.build(repo.schema, where).ordered(repo.schema, ("-created",))
+    rows = repo.select_rows(query)
+    tie: list[Row] = []
+    try:
+        for row in rows:
+            if row.get("run_id") is None:
+                continue
+            if tie and float(row["created"]) != float(tie[0]["created"]):
+                yield from sorted(tie, key=_key, reverse=True)
+                tie = []
+            if bound is None or _key(row) < bound:
+                tie.append(row)
+        yield from sorted(tie, key=_key, reverse=True)
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
 
 
 def _created_range(low: float | None, high: float | None) -> Operator | None:
@@ -403,15 +402,20 @@ def list_runs(
         return False
 
     size = min(limit or _PAGE, _PAGE)
-    for row in starts:
-        chunk.append(row)
-        if len(chunk) >= size:
-            if take(chunk):
-                return runs
-            chunk = []
-            size = _PAGE
-    if chunk:
-        take(chunk)
+    try:
+        for row in starts:
+            chunk.append(row)
+            if len(chunk) >= size:
+                if take(chunk):
+                    return runs
+                chunk = []
+                size = _PAGE
+        if chunk:
+            take(chunk)
+    finally:
+        close = getattr(starts, "close", None)
+        if close is not None:
+            close()
     return runs
 
 

@@ -183,11 +183,26 @@ class In(Operator):
         """The values other than None."""
         return tuple(v for v in self.values if v is not None)
 
+    @property
+    def lookup(self) -> frozenset[Any] | tuple[Any, ...]:
+        """The values other than None, as a set when they are hashable (built once)."""
+        found = self.__dict__.get("_lookup")
+        if found is None:
+            try:
+                found = frozenset(self.non_null)
+            except TypeError:  # unhashable values (JSON): compare one by one
+                found = self.non_null
+            object.__setattr__(self, "_lookup", found)
+        return found
+
     def test(self, value: Any) -> bool:
         """Membership, with None a value like any other."""
         if value is None:
             return self.has_none
-        return value in self.non_null
+        try:
+            return value in self.lookup
+        except TypeError:  # an unhashable value against a set
+            return value in self.non_null
 
 
 @dataclass(frozen=True)

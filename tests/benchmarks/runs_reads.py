@@ -1,0 +1,129 @@
+"""Reads about runs as history grows (SPEC §4 targets; issue 10 item 4).
+
+    python tests/benchmarks/runs_reads.py [N ...] [--stores memory,sqlite,postgresql] [--pg URL]
+
+For each history size N (default 10,000 and 100,000 records) and store, writes
+N TaskRunRecords — 4 per run (``run``, two ``log``, a closing action; 50 tasks,
+one run in 10 failing, one in 50 left open, runs a minute apart ending now) —
+then prints the median of 5 timings (ms) of each read: ``stats()``,
+``stats(since=1 day)``, ``list_runs()`` (one page), ``list_runs`` filtered by
+task, by outcome ``fail`` and by ``running``, ``get_run``, the CLI's ``tasks``
+(``latest_per_task``) and ``crash_candidates`` (what ``mark_crashed`` reads;
+nothing is marked: open runs are on another host). Runs from a clone alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import tasklog
+from tasklog import history
+
+TASKS = 50
+BATCH = 10_000
+
+
+def median_ms(func: Callable[[], Any], rounds: int = 5) -> float:
+    """Median wall time of *func* in milliseconds."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        func()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def fill(repo: tasklog.Repository[Any], n: int) -> str:
+    """Write *n* records (n/4 runs); return the id of a run in the middle."""
+    runs = n // 4
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    middle = ""
+    for i in range(runs):
+        task = f"task-{i % TASKS:02d}"
+        run_id = f"r{i:08d}"
+        start = now - (runs - i) * 60.0
+        if i == runs // 2:
+            middle = run_id
+        base = {"task_name": task, "run_id": run_id, "host": "bench-host", "process": 1}
+        rows.append({**base, "action": "run", "created": start})
+        rows.append({**base, "action": "log", "created": start + 1, "message": "working"})
+        rows.append({**base, "action": "log", "created": start + 2, "message": "still"})
+        if i % 50 != 7:
+            outcome = "fail" if i % 10 == 3 else "success"
+            rows.append({**base, "action": outcome, "created": start + 3,
+                         "runtime": timedelta(seconds=3)})
+        else:
+            rows.append({**base, "action": "log", "created": start + 3, "message": "..."})
+        if len(rows) >= BATCH:
+            repo.add_many(rows)
+            rows = []
+    if rows:
+        repo.add_many(rows)
+    return middle
+
+
+def measure(repo: tasklog.Repository[Any], middle: str) -> dict[str, float]:
+    """The read timings."""
+    return {
+        "stats()": median_ms(lambda: tasklog.stats(repo)),
+        "stats(since=1d)": median_ms(lambda: tasklog.stats(repo, since=timedelta(days=1))),
+        "list_runs()": median_ms(lambda: tasklog.list_runs(repo)),
+        "list_runs(task)": median_ms(lambda: tasklog.list_runs(repo, task_name="task-07")),
+        "list_runs(fail)": median_ms(lambda: tasklog.list_runs(repo, outcome="fail")),
+        "list_runs(running)": median_ms(lambda: tasklog.list_runs(repo, outcome="running")),
+        "get_run": median_ms(lambda: tasklog.get_run(repo, middle)),
+        "tasks": median_ms(lambda: history.latest_per_task(repo)),
+        "crash_candidates": median_ms(lambda: history.crash_candidates(repo)),
+    }
+
+
+def main(argv: list[str]) -> None:
+    """Build each store at each size and print a table."""
+    sizes = [int(a) for a in argv if a.isdigit()] or [10_000, 100_000]
+    stores = ["memory", "sqlite"]
+    pg = None
+    for i, arg in enumerate(argv):
+        if arg == "--stores":
+            stores = argv[i + 1].split(",")
+        if arg == "--pg":
+            pg = argv[i + 1]
+            if "postgresql" not in stores:
+                stores.append("postgresql")
+    tmp = Path(tempfile.mkdtemp(prefix="tasklog-runs-"))
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for n in sizes:
+        for store in stores:
+            if store == "memory":
+                url = "memory://"
+            elif store == "sqlite":
+                url = f"sqlite:///{tmp / f'runs_{n}.db'}"
+            elif store == "postgresql" and pg:
+                url = f"{pg}?table=runs_{n}_{int(time.time())}"
+            else:
+                continue
+            repo = tasklog.open_repo(url, model=tasklog.TaskRunRecord)
+            started = time.perf_counter()
+            middle = fill(repo, n)
+            print(f"{store} {n:,}: written in {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr)
+            results[(store, n)] = measure(repo, middle)
+            repo.close()
+    names = list(next(iter(results.values())))
+    header = "| read | " + " | ".join(f"{s} {n:,}" for s, n in results) + " |"
+    print(header)
+    print("|---" * (len(results) + 1) + "|")
+    for name in names:
+        cells = " | ".join(f"{results[key][name]:.1f}" for key in results)
+        print(f"| {name} | {cells} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
