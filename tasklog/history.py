@@ -94,6 +94,10 @@ class RunQueries(Protocol):
     def latest_per_task_rows(self) -> list[Row] | None:
         """The newest row of each task (any order)."""
 
+    def open_run_rows(self, task_names: list[str] | None) -> list[Row] | None:
+        """The ``run`` rows (with a run id) of runs without a closing record, of
+        these tasks (all with None); the first ``run`` row of each run."""
+
 
 def require_run_fields(repo: Repository[Any]) -> None:
     """Check that *repo*'s model can describe runs (``task_name``, ``action``,
@@ -455,6 +459,9 @@ def open_runs(
     tasks = _names(task_name, "task_name")
     scope: dict[str, Any] = {} if tasks is None else {"task_name": in_(tasks)}
     repo.sync()
+    fast = repo.open_run_rows(tasks) if isinstance(repo, RunQueries) else None
+    if fast is not None:
+        return [_run_info(repo, row, None) for row in sorted(fast, key=_key)]
     opened: dict[tuple[Any, Any], Row] = {}
     for row in repo.select_rows(Query.build(repo.schema, {**scope, "action": "run"})):
         if row.get("run_id") is not None:

@@ -634,6 +634,37 @@ class SQLRepo(Repository[ModelT]):
         with self.engine.connect() as conn:
             return [dict(zip(self._names, row, strict=True)) for row in conn.execute(stmt)]
 
+    def open_run_rows(self, task_names: list[str] | None) -> list[Row] | None:
+        """Runs without a closing record: ``NOT EXISTS`` through the ``run_id``
+        index, one query (None without a key column)."""
+        from ..history import CLOSING_ACTIONS
+
+        if self._id is None:
+            return None
+        t = self.table
+        c = t.alias("c")
+        closed = (
+            sa.select(c.c[ID_COLUMN])
+            .where(
+                c.c.run_id == t.c.run_id,
+                c.c.task_name == t.c.task_name,
+                c.c.action.in_(CLOSING_ACTIONS),
+            )
+            .exists()
+        )
+        scope = [] if task_names is None else [t.c.task_name.in_(task_names)]
+        stmt = (
+            sa.select(*self._cols)
+            .where(t.c.action == "run", t.c.run_id.is_not(None), ~closed, *scope)
+            .order_by(self._id)
+        )
+        found: dict[tuple[Any, Any], Row] = {}
+        with self.engine.connect() as conn:
+            for values in conn.execute(stmt):
+                row = dict(zip(self._names, values, strict=True))
+                found.setdefault((row["task_name"], row["run_id"]), row)
+        return list(found.values())
+
     def aggregate_runs(
         self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
     ) -> list[Row] | None:
