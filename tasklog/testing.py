@@ -28,9 +28,9 @@ from typing import Any
 from .adapter import find_repo_handler
 from .capture import capture, is_capturing
 from .handler import RepoHandler
+from .history import RunInfo, list_runs
 from .records import TaskRunRecord
 from .repos import MemoryRepo, Repository, Result, open_repo
-from .runs import format_records
 
 __all__ = [
     "TaskRecords",
@@ -53,44 +53,14 @@ class TestRecord(TaskRunRecord):
     name: str | None = None
 
 
-def _list_runs(repo: Repository[Any], task: str | None) -> list[Any]:
-    """The runs (of *task*, or of every task), oldest start first, each with records()/output()."""
-    from .history import list_runs
-
-    found = list(list_runs(repo, task_name=task, limit=None))
+def _list_runs(repo: Repository[Any], task: str | None) -> list[RunInfo]:
+    """The runs (of *task*, or of every task), oldest start first."""
+    found = list_runs(repo, task_name=task, limit=None)
     found.sort(key=lambda info: (info.start, info.run_id))
-    return [_with_records(info, repo) for info in found]
+    return found
 
 
-class _RunView:
-    """A run (RunInfo) with ``records()`` and ``output()`` read from its store."""
-
-    def __init__(self, info: Any, repo: Repository[Any]) -> None:
-        self._info = info
-        self._repo = repo
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._info, name)
-
-    def records(self) -> list[Any]:
-        """The run's records, in order."""
-        return self._repo.filter_by(run_id=self._info.run_id).all()
-
-    def output(self) -> str:
-        """The run's records as output lines (tracebacks included)."""
-        return format_records(self.records())
-
-    def __repr__(self) -> str:
-        return repr(self._info)
-
-
-def _with_records(info: Any, repo: Repository[Any]) -> Any:
-    if callable(getattr(info, "records", None)) and callable(getattr(info, "output", None)):
-        return info
-    return _RunView(info, repo)
-
-
-def _describe(runs: Iterable[Any], limit: int = _SHOWN) -> str:
+def _describe(runs: Iterable[RunInfo], limit: int = _SHOWN) -> str:
     """The runs' output, for a failure message (the last *limit* in full)."""
     runs = list(runs)
     parts = []
@@ -125,11 +95,11 @@ class TaskRecords:
         """The stored records matching *conditions* (the store's query syntax)."""
         return self.repo.filter_by(**conditions)
 
-    def runs(self, task: str | None = None) -> list[Any]:
+    def runs(self, task: str | None = None) -> list[RunInfo]:
         """The runs (of *task*, or of every task) in the order they started."""
         return _list_runs(self.repo, task)
 
-    def last_run(self, task: str) -> Any:
+    def last_run(self, task: str) -> RunInfo:
         """The newest run of *task* (a RunInfo with ``records()`` and ``output()``).
 
         Raises:
@@ -245,7 +215,7 @@ def _repo() -> Repository[Any]:
     return repo
 
 
-def _tally(runs: Iterable[Any]) -> str:
+def _tally(runs: Iterable[RunInfo]) -> str:
     counts: dict[str, int] = {}
     for info in runs:
         key = info.outcome or "running"
@@ -253,7 +223,9 @@ def _tally(runs: Iterable[Any]) -> str:
     return ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no runs"
 
 
-def assert_ran(task: str, outcome: str | None = "success", times: int | None = None) -> list[Any]:
+def assert_ran(
+    task: str, outcome: str | None = "success", times: int | None = None
+) -> list[RunInfo]:
     """Assert that *task* has runs that ended with *outcome*: at least one, or exactly *times*.
 
     *outcome* is a closing action (``"success"``, ``"fail"``, ...),
