@@ -443,12 +443,14 @@ class Run(RunLogger):
     # ------------------------------------------------- records from hooks
     def _log_started(
         self, start: datetime | None = None, *, action: str = Action.RUN.value,
-        message: str | None = None,
+        message: str | None = None, register: bool = True,
     ) -> None:
         """Log the ``run`` record without making the run current (scheduler hooks).
 
         A hook resuming a run logged elsewhere (a retry) gives another
-        *action* and *message*; the run's clock starts here either way.
+        *action* and *message*; the run's clock starts here either way. With
+        *register*, SIGTERM ends the run like one opened by ``with`` (a hook
+        whose framework reports terminations itself passes False).
         """
         state = self._state
         self._entered = True
@@ -459,6 +461,9 @@ class Run(RunLogger):
         described = " ".join(f"{k}={v}" for k, v in self.fields.items())
         text = f"Run started ({described})" if described else "Run started"
         self._log_action(logging.INFO, action, message or text, {"start": state.start})
+        if register:
+            _open[id(self)] = self
+            add_sigterm_hook(_any_open, terminate_open_runs)
 
     def _log_closed(
         self, action: str, message: str, *, level: int = logging.INFO,
@@ -466,8 +471,14 @@ class Run(RunLogger):
     ) -> None:
         """Log a closing record (*action*) without touching the context (scheduler hooks).
 
-        *message* may hold ``{took}``, replaced by the runtime.
+        *message* may hold ``{took}``, replaced by the runtime. Nothing is
+        logged when the run has ended already (SIGTERM logged ``terminate``).
         """
+        with self._close_lock:
+            _open.pop(id(self), None)
+            if self._closed:
+                return
+            self._closed = True
         state = self._state
         if runtime is None:
             runtime = self._state.elapsed() if state.began is not None else timedelta(0)

@@ -309,3 +309,55 @@ class TestEventOrder:
         """A malformed event is reported on the tasklog logger, not raised into APScheduler."""
         hook, _ = listener
         hook(object())
+
+
+_SIGTERM_SCRIPT = """
+import threading, time, tasklog
+from apscheduler.schedulers.background import BackgroundScheduler
+from tasklog.contrib.apscheduler import install
+
+tasklog.basic_config({url!r}, model="tasklog.TaskRunRecord")
+started = threading.Event()
+
+def export():
+    started.set()
+    time.sleep(120)
+
+scheduler = BackgroundScheduler(timezone="UTC")
+install(scheduler)
+scheduler.add_job(export, "interval", hours=1, id="export",
+                  next_run_time=__import__("datetime").datetime.now(
+                      __import__("datetime").timezone.utc))
+scheduler.start()
+started.wait(60)
+time.sleep(0.2)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_running_job_honestly(tmp_path: Any) -> None:
+    """SIGTERM while a scheduled job runs: its run gets a terminate record, nothing after."""
+    import signal
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'aps.db'}"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SIGTERM_SCRIPT.format(url=url)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert child.stdout is not None
+    assert "ready" == child.stdout.readline().strip(), child.stderr.read()  # type: ignore[union-attr]
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert -signal.SIGTERM == child.returncode, err
+    repo = tasklog.open_repo(url)
+    try:
+        [(run_id, records)] = by_run(repo, "export").items()
+    finally:
+        repo.close()
+    assert run_id.startswith("export@")
+    assert ["run", "terminate"] == [r.action for r in records]
+    assert "SIGTERM" in records[-1].message

@@ -145,9 +145,10 @@ class CeleryHooks:
         run = self._run(task.name, task_id)
         retries = int(getattr(task.request, "retries", 0) or 0)
         if retries:
-            run._log_started(action=Action.LOG.value, message=f"Retry {retries} started")
+            run._log_started(action=Action.LOG.value, message=f"Retry {retries} started",
+                             register=False)
         else:
-            run._log_started()
+            run._log_started(register=False)  # Celery reports terminations (task_revoked)
         stack = contextlib.ExitStack()
         stack.enter_context(run.activate())
         with self._lock:
@@ -180,7 +181,7 @@ class CeleryHooks:
         run = self._find(sender, task_id)
         if run is None and task_id is not None and sender is not None:
             run = self._run(sender.name, task_id)  # failed outside prerun/postrun
-            self._safely("task_failure", run._log_started)
+            self._safely("task_failure", lambda: run._log_started(register=False))
         if run is not None:
             self._safely(
                 "task_failure", lambda: run._log_closed(
@@ -227,7 +228,7 @@ class CeleryHooks:
         if run is None:
             run = self._run(str(name), str(task_id))
             if not terminated:  # it never ran: its run starts and ends here
-                run._log_started()
+                run._log_started(register=False)
         run._log_closed(Action.TERMINATE.value, how)
 
 
