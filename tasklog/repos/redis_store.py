@@ -271,6 +271,12 @@ class RedisRepo(Repository[ModelT]):
             f"model={self.model.__name__})"
         )
 
+    def create(self) -> None:
+        """Register the model's fields under the key (nothing else needs making):
+        :meth:`stored_fields` and :func:`~tasklog.repos.open_existing` see them
+        before the first record is written."""
+        self._layout()
+
     def _adopt_model(self, previous: Schema) -> None:
         """Check that the stored rows can be read as the new model.
 

@@ -181,6 +181,9 @@ class SQLRepo(Repository[ModelT]):
         if engine is None and url is None:
             msg = "SQLRepo needs an engine or a url, e.g. url='sqlite:///app.db'."
             raise ConfigError(msg)
+        if engine is not None and (url is not None or engine_options):
+            msg = "SQLRepo takes an engine or a url (with engine_options), not both."
+            raise TypeError(msg)
         self._owns_engine = engine is None
         if engine is None:
             assert url is not None

@@ -35,6 +35,7 @@ from tasklog import (
     less_than,
     not_equal,
     not_in,
+    skip,
 )
 
 UTC = timezone.utc
@@ -156,6 +157,68 @@ class TestQuery:
     ) -> None:
         """Every comparison operator on a float field (between is inclusive)."""
         assert expected == _created(items.filter_by(created=op).all())
+
+    @pytest.mark.parametrize(
+        ("op", "expected"),
+        [
+            (between(3.0, None, none_as_open=True), [3.0, 4.0, 5.0]),
+            (between(None, 2.0, none_as_open=True), [1.0, 2.0]),
+            (between(2.0, 4.0, none_as_open=True), [2.0, 3.0, 4.0]),
+            (between(None, None, none_as_open=True), [1.0, 2.0, 3.0, 4.0, 5.0]),
+            (skip(), [1.0, 2.0, 3.0, 4.0, 5.0]),
+        ],
+    )
+    def test_open_ranges_and_skip(
+        self, items: Repository[Any], op: Any, expected: list[float]
+    ) -> None:
+        """Red Bird's between(..., none_as_open=True) leaves a None bound open; skip()
+        matches everything (Rocketry's FastAPI demo filters "from t on" this way)."""
+        assert expected == _created(items.filter_by(created=op).all())
+        assert len(expected) == items.filter_by(created=op).count()
+
+    def test_open_ranges_on_null_values(self, items: Repository[Any]) -> None:
+        """An open range never matches null (like greater_equal); skip() and a range
+        open at both ends match null too, as a filter left out would."""
+        open_low = between(None, 3, none_as_open=True)
+        assert [1.0, 2.0, 4.0] == _created(items.filter_by(size=open_low).all())
+        assert [1.0, 5.0] == _created(
+            items.filter_by(size=between(3, None, none_as_open=True)).all()
+        )
+        everything = [1.0, 2.0, 3.0, 4.0, 5.0]
+        assert everything == _created(items.filter_by(size=skip()).all())
+        assert everything == _created(
+            items.filter_by(message=between(None, None, none_as_open=True)).all()
+        )
+        assert [3.0] == _created(items.filter_by(task_name="a", run_id=skip(), size=None).all())
+        assert [5.0, 4.0] == _created(items.filter_by(created=skip()).order_by("-created").limit(2))
+
+    def test_open_ranges_on_datetimes(self, make_repo: Any, store: str) -> None:
+        """The FastAPI demo's shape: a datetime range whose end is None means "until now"."""
+        repo = make_repo(store, model=TaskLogRecord)
+        t0 = datetime(2024, 1, 1, tzinfo=UTC)
+        for i in range(4):
+            repo.add({"task_name": "t", "action": "run", "created": float(i),
+                      "start": t0 + timedelta(hours=i)})
+        since = t0 + timedelta(hours=2)
+        found = repo.filter_by(start=between(since, None, none_as_open=True)).all()
+        assert [2.0, 3.0] == _created(found)
+        assert 4 == repo.filter_by(start=between(None, None, none_as_open=True)).count()
+        naive_until = datetime(2024, 1, 1, 1)  # naive: taken as UTC, as everywhere
+        assert [0.0, 1.0] == _created(
+            repo.filter_by(start=between(None, naive_until, none_as_open=True)).all()
+        )
+
+    def test_between_none_without_open_is_an_error(self) -> None:
+        """Without none_as_open a None bound is refused, and the message says how to open it."""
+        with pytest.raises(ValueError, match="none_as_open=True"):
+            between(None, 3.0)
+        with pytest.raises(ValueError, match="none_as_open=True"):
+            between(1.0, None)
+
+    def test_skip_checks_the_field(self, items: Repository[Any]) -> None:
+        """skip() on an unknown field is still refused (it keeps user input out of queries)."""
+        with pytest.raises(ValueError, match="nope"):
+            items.filter_by(nope=skip())
 
     @pytest.mark.parametrize(
         ("op", "expected"),
