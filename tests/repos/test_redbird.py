@@ -101,15 +101,29 @@ class TestReassignModel:
         assert first.message == "hello"
         assert [r.run_id for r in repo.filter_by().order_by("-created").all()] == ["r2", "r1"]
 
-    @pytest.mark.parametrize("store", ["memory", "redis"])
     def test_model_that_adds_fields(self, make_repo: Any, store: str) -> None:
-        """Rocketry's very case: a store of MinimalRecord switched to MinimalRunRecord.
-        Memory and Redis take it at once (older records read the default)."""
+        """Rocketry's very case: a store of MinimalRecord (Rocketry's default) switched
+        to MinimalRunRecord with a handler on it. The store gains the run_id column
+        (CSV header rewritten, SQL ALTER TABLE), older records read its default."""
         repo = make_repo(store, model=MinimalRecord)
-        repo.add({"task_name": "a", "action": "run", "created": 1.0})
+        handler = RepoHandler(repo=repo)
+        logger = _logger(store)
+        logger.addHandler(handler)
+        logger.info("x", extra={"task_name": "a", "action": "run", "run_id": "dropped"})
         repo.model = MinimalRunRecord
-        repo.add({"task_name": "a", "action": "run", "created": 2.0, "run_id": "r"})
-        assert [r.run_id for r in repo] == [None, "r"]
+        logger.info("x", extra={"task_name": "a", "action": "run", "run_id": "r"})
+        handler.flush()
+        repo.add({"task_name": "a", "action": "success", "created": 2e9, "run_id": "r"})
+        assert [(type(r), r.run_id) for r in repo] == [
+            (MinimalRunRecord, None), (MinimalRunRecord, "r"), (MinimalRunRecord, "r")
+        ]
+        assert [r.action for r in repo.filter_by(run_id="r")] == ["run", "success"]
+        if store in ("sqlite", "postgresql"):
+            assert "run_id" in {c["name"] for c in sa.inspect(repo.engine).get_columns(
+                repo.table_name)}
+        if store == "csv":
+            assert repo.filename.read_text().splitlines()[0] == "task_name,action,created,run_id"
+        assert handler.counts["invalid"] == 0
 
     def test_model_with_a_required_field_the_store_lacks(
         self, make_repo: Any, store: str
