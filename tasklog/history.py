@@ -380,6 +380,20 @@ def list_runs(
     if limit == 0:
         return []
     repo.sync()
+    if outcomes is not None and set(outcomes) == {RUNNING} and isinstance(repo, RunQueries):
+        fast = repo.open_run_rows(tasks)
+        if fast is not None:  # open runs only: the store finds them in one query
+            chosen = sorted(
+                (
+                    row for row in fast
+                    if (low is None or float(row["created"]) >= low)
+                    and (high is None or float(row["created"]) <= high)
+                    and (bound is None or _key(row) < bound)
+                ),
+                key=_key,
+                reverse=True,
+            )
+            return [_run_info(repo, row, None) for row in chosen[:limit]]
     wanted_open = outcomes is not None and RUNNING in outcomes
     wanted = None if outcomes is None else {o for o in outcomes if o != RUNNING}
     runs: list[RunInfo] = []
