@@ -48,6 +48,33 @@ local function call_chunked(cmd, key, list, step)
   end
 end
 
+-- HMGET of any number of ids (unpack is limited to a few thousand values)
+local function hmget_all(ids)
+  local out = {}
+  for i = 1, #ids, CHUNK do
+    local values = redis.call("HMGET", ROWS, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    for _, v in ipairs(values) do out[#out + 1] = v end
+  end
+  return out
+end
+
+-- ZMSCORE of any number of members
+local function zmscore_all(key, members)
+  local out = {}
+  for i = 1, #members, CHUNK do
+    local scores = redis.call("ZMSCORE", key, unpack(members, i, math.min(i + CHUNK - 1, #members)))
+    for k = 1, #scores do out[i + k - 1] = scores[k] end
+  end
+  return out
+end
+
+-- a copy of t[i..j]
+local function slice(t, i, j)
+  local out = {}
+  for k = i, j do out[#out + 1] = t[k] end
+  return out
+end
+
 -- the header of a stored value: {task, action, run} (false = null, nil = not indexed),
 -- the created score (or nil) and the header text
 local function header(v)
@@ -296,7 +323,7 @@ if op == "add" then
   pos = pos + 1
   for _ = 1, groups do
     local key, k = ARGV[pos], tonumber(ARGV[pos + 1])
-    call_chunked("SADD", key, {unpack(ARGV, pos + 2, pos + 1 + k)})
+    call_chunked("SADD", key, slice(ARGV, pos + 2, pos + 1 + k))
     pos = pos + 2 + k
   end
   redis.call("ZADD", TOK, last, token)
@@ -327,7 +354,7 @@ if op == "del_guarded" then
   -- ARGV[3]: a sorted set the ids must belong to ("" for none); then ids
   local guard = ARGV[3]
   if guard == "" then guard = nil end
-  return del_ids({unpack(ARGV, 4)}, guard)
+  return del_ids(slice(ARGV, 4, #ARGV), guard)
 end
 
 if op == "update" then
@@ -469,12 +496,11 @@ if op == "latest" then
     local got = redis.call("ZREVRANGE", key, 0, 0)
     if #got > 0 then ids[#ids + 1] = got[1] end
   end
-  if #ids == 0 then return {} end
-  return redis.call("HMGET", ROWS, unpack(ids))
+  return hmget_all(ids)
 end
 
 if op == "get" then
-  return redis.call("HMGET", ROWS, unpack(ARGV, 3))
+  return hmget_all(slice(ARGV, 3, #ARGV))
 end
 
 if op == "keep" then
@@ -496,8 +522,10 @@ if op == "keep" then
     if item[3] then
       local members = redis.call("ZRANGE", ikey(3, item[2]), 0, -1)
       if #members > 0 then
-        local scores = redis.call("ZMSCORE", task_key, unpack(members))
-        for k, s in ipairs(scores) do if s then doomed[#doomed + 1] = members[k] end end
+        local scores = zmscore_all(task_key, members)
+        for k = 1, #members do
+          if scores[k] then doomed[#doomed + 1] = members[k] end
+        end
       end
     else
       doomed[#doomed + 1] = item[2]
@@ -531,10 +559,7 @@ if op == "after" then
   local out = {"0-0"}
   if #feed > 0 then out[1] = feed[1][1] end
   for _, id in ipairs(ids) do out[#out + 1] = id end
-  if #ids > 0 then
-    local values = redis.call("HMGET", ROWS, unpack(ids))
-    for _, v in ipairs(values) do out[#out + 1] = v end
-  end
+  for _, v in ipairs(hmget_all(ids)) do out[#out + 1] = v end
   return out
 end
 

@@ -486,3 +486,20 @@ def test_full_redis_refuses_whole_batches() -> None:
             refused is not None and repo.is_transient(refused), count, read)
     finally:
         server.stop()
+
+
+def test_big_runs_and_batches(rrepo: RedisRepo[Any]) -> None:
+    """A run of 9,000 records, a batch of 9,000 task names and a long read-back
+    stay within what one script call may unpack."""
+    rrepo.add_many([{"task_name": "big", "action": "log", "created": float(i), "run_id": "r1"}
+                    for i in range(9000)])
+    rrepo.add_many([{"task_name": f"t{i}", "action": "log", "created": float(i)}
+                    for i in range(9000)])
+    rrepo.add({"task_name": "big", "action": "run", "created": 1.0, "run_id": "r2"})
+    got, _ = rrepo.records_after(0, limit=20_000)
+    from tasklog.history import latest_per_task
+
+    latest = latest_per_task(rrepo)
+    deleted = rrepo.prune(keep_runs=1, task_name="big")
+    check_indexes(rrepo)
+    assert (18_001, 9_001, 9_000, 9_001) == (len(got), len(latest), deleted, len(rrepo))
