@@ -200,7 +200,7 @@ class RepoHandler(logging.Handler):
             picks background for stores that prefer batches (CSV, SQL) and
             buffer for stores only this process can read (memory).
         batch_size: most records per write; None takes the store's
-            ``batch_size_hint`` (5000 for database servers, where each batch
+            ``write_profile.batch_size`` (5000 for database servers, where each batch
             costs round trips, 1000 for the others).
         flush_interval: longest time (s) a record waits in the queue.
         max_queue: most records waiting to be written; beyond it *overflow* applies.
@@ -272,14 +272,15 @@ class RepoHandler(logging.Handler):
         self.repo: Repository[Any] = repo
         self.model: type[BaseModel] = resolved or repo.model
         self.errors: ErrorPolicy = errors
-        self.background = mode == "background" or (mode == "auto" and repo.prefers_batches)
+        profile = repo.write_profile
+        self.background = mode == "background" or (mode == "auto" and profile.batches)
         self.buffered = mode == "buffer" or (
-            mode == "auto" and not self.background and repo.process_local
+            mode == "auto" and not self.background and profile.process_local
         )
         self._buffer: list[dict[str, Any]] = []
         """Rows a buffered handler holds; stored by :meth:`flush`, or by a
         finalizer should the handler be dropped without being closed."""
-        self.batch_size: int = batch_size or repo.batch_size_hint
+        self.batch_size: int = batch_size or profile.batch_size
         self.flush_interval = flush_interval
         self.max_queue = max_queue
         self.overflow: Overflow = overflow
@@ -291,7 +292,7 @@ class RepoHandler(logging.Handler):
         self._follows_repo = self.model is repo.model
         """Whether the handler writes the repository's own model, and so
         follows it when it is reassigned (``repo.model = RunRecord``)."""
-        self._caller_writes = repo.writes_in_caller
+        self._caller_writes = profile.in_caller
         self._bind_model(self.model)
         self._reported: set[str] = set()
         self._stored = self._invalid = self._dropped = self._retries = 0

@@ -26,6 +26,7 @@ import pytest
 from _postgres import PostgresServer
 
 from tasklog import MemoryRepo, RepoHandler, SQLRepo
+from tasklog.repos import WriteProfile
 
 pytestmark = pytest.mark.slow
 
@@ -241,7 +242,7 @@ def test_fork_child_has_its_own_writer(tmp_path: Path) -> None:
 class _GatedRepo(MemoryRepo[Any]):
     """A memory store whose writes wait until the gate opens (a store that does not keep up)."""
 
-    prefers_batches = True
+    write_profile = WriteProfile(batches=True)
 
     def __init__(self) -> None:
         super().__init__()
@@ -323,7 +324,7 @@ def test_sigterm_handler_respects_a_custom_one(tmp_path: Path) -> None:
 class _SlowRepo(MemoryRepo[Any]):
     """A memory store that takes a while per write (a store slower than the program)."""
 
-    prefers_batches = True
+    write_profile = WriteProfile(batches=True)
 
     def insert_rows(self, rows: list[dict[str, Any]]) -> None:
         """Store, slowly."""
@@ -334,7 +335,7 @@ class _SlowRepo(MemoryRepo[Any]):
 class _DownRepo(MemoryRepo[Any]):
     """A store that is unreachable (a transient error) until it is brought up."""
 
-    prefers_batches = True
+    write_profile = WriteProfile(batches=True)
 
     def __init__(self) -> None:
         super().__init__()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Repository, Result
+from .base import Repository, Result, WriteProfile
 from .csv_file import CSVFileRepo
 from .memory import MemoryRepo
 from .registry import BACKENDS, Backend, backend_for, open_existing, open_repo, same_store
@@ -25,6 +25,7 @@ __all__ = [
     "Repository",
     "Result",
     "SQLRepo",
+    "WriteProfile",
     "backend_for",
     "open_existing",
     "open_repo",

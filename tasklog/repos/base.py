@@ -13,9 +13,10 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import islice
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -28,6 +29,7 @@ __all__ = [
     "Repository",
     "Result",
     "Row",
+    "WriteProfile",
     "cutoff_timestamp",
     "plan_prune",
 ]
@@ -38,6 +40,33 @@ _hooks_lock = threading.Lock()
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WriteProfile:
+    """How a store likes to be written to; a handler picks its writer from it.
+
+    Each store declares one as ``write_profile`` (a class attribute, or set in
+    ``__init__`` when it depends on the connection, as SQL's batch size does).
+    """
+
+    batches: bool = False
+    """Each write has a fixed cost (a file open, a transaction), so a handler
+    should collect records and write them in batches (from a writer thread)."""
+
+    in_caller: bool = False
+    """A batch write is quick work done holding the GIL (formatting and one
+    append), so the logging call that fills a batch should write it: handing it
+    to a writer thread would cost more than the write. Stores whose writes run
+    mostly outside the GIL (SQLite's engine, a database server) gain from the
+    writer thread instead."""
+
+    process_local: bool = False
+    """Only this process can read the store (it lives in its memory), so a
+    handler may hold records until this process reads them."""
+
+    batch_size: int = 1000
+    """How many records a handler writes at once by default."""
 
 
 def cutoff_timestamp(older_than: timedelta | datetime | float | None) -> float | None:
@@ -109,21 +138,8 @@ class Repository(ABC, Generic[ModelT]):
             It is never a uniqueness constraint: log records are append-only.
     """
 
-    prefers_batches: ClassVar[bool] = False
-    """Whether each write has a fixed cost (a file open, a transaction), so
-    that a handler should collect records and write them in batches."""
-
-    writes_in_caller: ClassVar[bool] = False
-    """Whether a batch write is quick work done holding the GIL (formatting and
-    one append), so that the logging call that fills a batch should write it:
-    handing it to a writer thread would cost more than the write. Stores whose
-    writes run mostly outside the GIL (SQLite's engine, a database server)
-    gain from the writer thread instead."""
-
-
-    process_local: ClassVar[bool] = False
-    """Whether only this process can read the store (it lives in its memory),
-    so that a handler may hold records until this process reads them."""
+    write_profile: WriteProfile = WriteProfile()
+    """How the store likes to be written to (see :class:`WriteProfile`)."""
 
     def __init__(self, model: type[ModelT] | None = None, *, id_field: str | None = None) -> None:
         self._model: type[ModelT] = model or TaskRunRecord  # type: ignore[assignment]
@@ -281,11 +297,6 @@ class Repository(ABC, Generic[ModelT]):
             return 0
         self.sync()
         return self.prune_rows(keep_runs, cutoff, task_name, dry_run=dry_run)
-
-    @property
-    def batch_size_hint(self) -> int:
-        """How many records a handler should write at once by default."""
-        return 1000
 
     # ---------------------------------------------------- reads see writes
     @property

@@ -41,7 +41,7 @@ from typing import IO, Any
 from ..exceptions import StoreDataError
 from ..query import Equal, Query, predicate, sort_rows
 from ..schema import FieldInfo, Schema
-from .base import ModelT, Repository, Row, plan_prune
+from .base import ModelT, Repository, Row, WriteProfile, plan_prune
 
 try:
     import fcntl
@@ -262,8 +262,7 @@ class CSVFileRepo(Repository[ModelT]):
     as None in a field that may be None. Lists and dicts are JSON text.
     """
 
-    prefers_batches = True
-    writes_in_caller = True
+    write_profile = WriteProfile(batches=True, in_caller=True)
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ from typing import Any, Union
 
 from ..query import Equal, Query, predicate, sort_rows
 from ..schema import Schema
-from .base import ModelT, Repository, Row, plan_prune
+from .base import ModelT, Repository, Row, WriteProfile, plan_prune
 
 __all__ = ["MemoryRepo"]
 
@@ -53,7 +53,7 @@ class MemoryRepo(Repository[ModelT]):
         id_field: see :class:`~tasklog.repos.base.Repository`.
     """
 
-    process_local = True
+    write_profile = WriteProfile(process_local=True)
 
     def __init__(
         self,

@@ -49,7 +49,7 @@ from ..query import (
     sort_rows,
 )
 from ..schema import Schema
-from .base import ModelT, Repository, Row, plan_prune
+from .base import ModelT, Repository, Row, WriteProfile, plan_prune
 from .redis_lua import SCRIPT
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class RedisRepo(Repository[ModelT]):
         ConfigError: the URL or the key is not usable.
     """
 
-    prefers_batches = True
+    write_profile = WriteProfile(batches=True)
 
     def __init__(
         self,

@@ -13,8 +13,6 @@ import os
 import weakref
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
-from itertools import chain
-from operator import itemgetter
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -39,7 +37,8 @@ from ..query import (
     Query,
 )
 from ..schema import FieldInfo, Schema
-from .base import ModelT, Repository, Row
+from .base import ModelT, Repository, Row, WriteProfile
+from .sql_insert import InsertPlan, insert, plan_insert
 
 __all__ = ["SQLRepo"]
 
@@ -155,8 +154,6 @@ class SQLRepo(Repository[ModelT]):
             :class:`TypeError`, as with every repository.
     """
 
-    prefers_batches = True
-
     def __init__(
         self,
         engine: Engine | None = None,
@@ -201,6 +198,10 @@ class SQLRepo(Repository[ModelT]):
         self._dialect = engine.dialect.name
         self._pending: str | None = None
         """``if_missing`` of a table still to open: the server was down at start."""
+        # 5000 records a batch on database servers (each batch costs round trips)
+        self.write_profile = WriteProfile(
+            batches=True, batch_size=1000 if self._dialect == "sqlite" else 5000
+        )
         try:
             self.table = self._open_table(table, if_missing)
         except _UnreachableError:
@@ -272,11 +273,6 @@ class SQLRepo(Repository[ModelT]):
         self._derive()
 
     @property
-    def batch_size_hint(self) -> int:
-        """5000 on database servers (each batch costs round trips), 1000 on SQLite."""
-        return 1000 if self._dialect == "sqlite" else 5000
-
-    @property
     def store_key(self) -> tuple[Any, ...]:
         """The database's identity and the table: an SQLite file by its resolved
         path (symlinks too), an in-memory SQLite database by its engine, a
@@ -318,13 +314,16 @@ class SQLRepo(Repository[ModelT]):
                     nullable=info.nullable or not info.required,
                 )
             )
-        t = sa.Table(table, metadata, *columns)
-        if with_id:
-            for fields in _INDEXES:
-                if all(f in self.schema.fields for f in fields):
-                    cols = [*fields, ID_COLUMN] if self._dialect != "sqlite" else list(fields)
-                    sa.Index(f"ix_{table}_{'_'.join(fields)}", *cols)._set_parent(t)
-        return t
+        indexes = [
+            sa.Index(
+                f"ix_{table}_{'_'.join(fields)}",
+                *fields,
+                *([ID_COLUMN] if self._dialect != "sqlite" else []),
+            )
+            for fields in (_INDEXES if with_id else ())
+            if all(f in self.schema.fields for f in fields)
+        ]
+        return sa.Table(table, metadata, *columns, *indexes)
 
     def _open_table(self, table: str, if_missing: str) -> sa.Table:
         try:
@@ -455,50 +454,18 @@ class SQLRepo(Repository[ModelT]):
         return clauses
 
     # --------------------------------------------------------------- writes
-    _insert_plan: _InsertPlan | None = None
+    _insert_plan: InsertPlan | None = None
 
     def insert_rows(self, rows: list[Row]) -> None:
-        """Insert *rows* in one transaction, with the driver's fastest bulk path.
-
-        The ``INSERT`` is built once and the columns' bind processors (UTC
-        datetimes, seconds, JSON, booleans) are applied here, so each batch is
-        one driver call: ``COPY ... FROM STDIN`` with psycopg 3, one multi-row
-        ``INSERT`` on SQLite, else one ``executemany``. Errors are raised as
-        SQLAlchemy's exceptions, and a connection lost on the way is
-        invalidated, as with ``Connection.execute``.
-        """
+        """Insert *rows* in one transaction, with the driver's fastest bulk path
+        (see :mod:`tasklog.repos.sql_insert`)."""
         self._ensure_open()
         if not rows:
             return
         plan = self._insert_plan
         if plan is None:
-            plan = self._insert_plan = _InsertPlan(self)
-        with self.engine.begin() as conn:
-            if plan.per_statement > 1:  # SQLite: multi-row VALUES, one statement per batch
-                step = plan.per_statement
-                for start in range(0, len(rows), step):
-                    chunk = rows[start : start + step]
-                    conn.exec_driver_sql(plan.values_sql(len(chunk)), plan.flat_params(chunk))
-                return
-            params = plan.params(rows)
-            if plan.copy_sql is None:
-                conn.exec_driver_sql(plan.sql, params)
-                return
-            dbapi_conn: Any = conn.connection.dbapi_connection
-            try:
-                with dbapi_conn.cursor() as cursor, cursor.copy(plan.copy_sql) as copy:
-                    write = copy.write_row
-                    for values in params:
-                        write(values)
-            except self.engine.dialect.loaded_dbapi.Error as err:
-                dialect = self.engine.dialect
-                lost = dialect.is_disconnect(err, dbapi_conn, None)
-                if lost:
-                    conn.invalidate()
-                raise exc.DBAPIError.instance(
-                    plan.copy_sql, None, err, dialect.loaded_dbapi.Error,
-                    connection_invalidated=lost, dialect=dialect,
-                ) from None
+            plan = self._insert_plan = plan_insert(self.engine, self.table, self._names)
+        insert(self.engine, self.table, plan, rows)
 
     def is_transient(self, error: BaseException) -> bool:
         """Whether *error* means the database is unreachable or busy (worth retrying)."""
@@ -794,93 +761,6 @@ class SQLRepo(Repository[ModelT]):
             f"SQLRepo(url={self._url_text()!r}, table={self.table_name!r}, "
             f"model={self.model.__name__})"
         )
-
-
-class _InsertPlan:
-    """A table's bulk ``INSERT``, compiled once, and how to turn rows into its parameters."""
-
-    def __init__(self, repo: SQLRepo[Any]) -> None:
-        dialect = repo.engine.dialect
-        quote = dialect.identifier_preparer.quote
-        names = list(repo.schema.names)
-        self.names = names
-        self.processors = [
-            repo.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in names
-        ]
-        table = dialect.identifier_preparer.format_table(repo.table)
-        cols = ", ".join(quote(name) for name in names)
-        self.copy_sql: str | None = None
-        if dialect.name == "postgresql" and dialect.driver == "psycopg":
-            self.copy_sql = f"COPY {table} ({cols}) FROM STDIN"
-        style = dialect.paramstyle
-        self.named = style in ("named", "pyformat") and self.copy_sql is None
-        keys = [f"p{i}" for i in range(len(names))]
-        self.keys = keys
-        marks = {
-            "qmark": ["?"] * len(names),
-            "format": ["%s"] * len(names),
-            "numeric": [f":{i + 1}" for i in range(len(names))],
-            "numeric_dollar": [f"${i + 1}" for i in range(len(names))],
-            "named": [f":{k}" for k in keys],
-            "pyformat": [f"%({k})s" for k in keys],
-        }[style]
-        self.sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join(marks)})"
-        # sqlite3 releases the GIL around every statement's step, and getting
-        # it back behind a busy logging thread costs up to a switch interval:
-        # one statement of many rows per batch needs one step. The number of
-        # bound variables is capped by the SQLite build (999 before 3.32).
-        self.per_statement = (
-            max(1, _sqlite_variable_limit(repo.engine) // len(names))
-            if dialect.name == "sqlite"
-            else 1
-        )
-        self._get = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
-        self._procs = [(i, p) for i, p in enumerate(self.processors) if p is not None]
-        self._row_marks = f"({', '.join(marks)})"
-        self._head = f"INSERT INTO {table} ({cols}) VALUES "
-        self._values_sql: dict[int, str] = {}
-
-    def values_sql(self, n: int) -> str:
-        """A multi-row ``INSERT`` for *n* rows (positional parameters)."""
-        sql = self._values_sql.get(n)
-        if sql is None:
-            if len(self._values_sql) >= 16:  # batch sizes vary when idle: keep a few
-                self._values_sql.clear()
-            sql = self._values_sql[n] = self._head + ", ".join([self._row_marks] * n)
-        return sql
-
-    def flat_params(self, rows: list[Row]) -> tuple[Any, ...]:
-        """The bound values of *rows*, one after the other (for :meth:`values_sql`)."""
-        flat = list(chain.from_iterable(map(self._get, rows)))
-        width = len(self.names)
-        for i, proc in self._procs:
-            flat[i::width] = map(proc, flat[i::width])
-        return tuple(flat)
-
-    def params(self, rows: list[Row]) -> list[Any]:
-        """One tuple (or dict, for named parameter styles) of bound values per row."""
-        get = self._get
-        if not self._procs and not self.named:
-            return list(map(get, rows))
-        out: list[Any] = []
-        for row in rows:
-            values = list(get(row))
-            for i, proc in self._procs:
-                values[i] = proc(values[i])
-            out.append(dict(zip(self.keys, values, strict=True)) if self.named else tuple(values))
-        return out
-
-
-def _sqlite_variable_limit(engine: Engine) -> int:
-    """Most bound variables one statement may have on *engine*'s SQLite build."""
-    with engine.connect() as conn:
-        dbapi_conn: Any = conn.connection.dbapi_connection
-        getlimit = getattr(dbapi_conn, "getlimit", None)  # Python 3.11+
-        if getlimit is not None:
-            return int(getlimit(9))  # SQLITE_LIMIT_VARIABLE_NUMBER
-    version = getattr(engine.dialect.loaded_dbapi, "sqlite_version_info", (0,))
-    return 32766 if version >= (3, 32) else 999
 
 
 _after_fork: weakref.WeakSet[SQLRepo[Any]] = weakref.WeakSet()

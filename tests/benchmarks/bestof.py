@@ -3,8 +3,9 @@
     python tests/benchmarks/bestof.py [ROUNDS]
 
 Starts a throwaway PostgreSQL server (tests/_postgres.py), runs the neutral
-benchmark ../shared/bench/logbench.py for FileHandler and each tasklog store,
-100,000 records, ROUNDS times interleaved, and prints the best run of each.
+benchmark logbench.py (beside this file: a copy of the shared referee) for
+FileHandler and each tasklog store, 100,000 records, ROUNDS times interleaved,
+and prints the best run of each.
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ sys.path.insert(0, str(HERE.parent))
 from _postgres import PostgresServer  # noqa: E402
 
 PY = sys.executable
-# ../shared/bench beside the repository, or wherever TASKLOG_LOGBENCH points
-BENCH = os.environ.get(
-    "TASKLOG_LOGBENCH", str(HERE.parents[2] / "shared" / "bench" / "logbench.py")
-)
+# the neutral workload, carried beside this file (or wherever TASKLOG_LOGBENCH points)
+BENCH = os.environ.get("TASKLOG_LOGBENCH", str(HERE / "logbench.py"))
 CONFIGS = [("stdlib", "file"), ("tasklog", "memory"), ("tasklog", "csv"),
            ("tasklog", "sqlite"), ("tasklog", "postgresql")]
 
