@@ -879,6 +879,17 @@ class RedisRepo(Repository[ModelT]):
             return None
         return [self._view(value) for value in self._call("latest") if value is not None]
 
+    def aggregate_runs(
+        self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
+    ) -> list[Row] | None:
+        """None: the generic path (the run and closing records, read through the
+        ``action`` indexes) answers."""
+        return None
+
+    def open_run_rows(self, task_names: list[str] | None) -> list[Row] | None:
+        """None: the generic path answers."""
+        return None
+
     # ------------------------------------------------------------ change feed
     def position(self) -> int:
         """The id of the newest record written so far (0 for an empty key).

@@ -449,6 +449,9 @@ def test_latest_per_task_from_the_indexes(rrepo: RedisRepo[Any]) -> None:
     rrepo.add_many([{"task_name": t, "action": "log", "created": float(i)}
                     for i, t in enumerate(["b", "a", "b", "c", "a"])])
     rrepo.filter_by(created=4.0).delete()
+    from tasklog.history import RunQueries
+
+    assert isinstance(rrepo, RunQueries)  # so history asks latest_per_task_rows first
     mirror = MemoryRepo()
     mirror.add_many([r.model_dump() for r in rrepo])
     assert ([("a", 1.0), ("b", 2.0), ("c", 3.0)], latest_per_task(mirror)) == (
