@@ -43,7 +43,9 @@ from .sql_insert import InsertPlan, insert, plan_insert
 __all__ = ["SQLRepo"]
 
 ID_COLUMN = "_id"
-_INDEXES = (("task_name", "action"), ("action",), ("run_id",), ("created",))
+_INDEXES = (("task_name", "action"), ("action", "created"), ("run_id",), ("created",))
+"""(action, created) lets the newest runs (action "run", newest start first) come straight
+from the index; an index on action alone made SQLite sort every run record per page."""
 _SQLITE_BUSY_MS = 30_000
 
 

@@ -91,9 +91,9 @@ class _Collector:
             if success is not None:
                 last_success.add_metric([name], success)
             newest = _read.last_finished(repo, name)
-            started, _ = _read.list_runs(repo, task_name=name, limit=1)
-            if started:
-                last_start.add_metric([name], started[0].start.timestamp())
+            started = _read.last_started(repo, name)
+            if started is not None:
+                last_start.add_metric([name], started.start.timestamp())
             if newest is not None and newest.runtime is not None:
                 last_duration.add_metric([name], newest.runtime.total_seconds())
                 last_ok.add_metric([name], 1 if newest.outcome == "success" else 0)

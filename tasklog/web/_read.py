@@ -33,6 +33,7 @@ __all__ = [
     "history_buckets",
     "iso_timestamp",
     "last_finished",
+    "last_started",
     "last_success",
     "latest_per_task",
     "list_runs",
@@ -231,3 +232,11 @@ def last_finished(repo: Repository[Any], task_name: str) -> RunInfo | None:
     if closing is None or closing.run_id is None:
         return None
     return history.get_run(repo, str(closing.run_id))
+
+
+def last_started(repo: Repository[Any], task_name: str) -> RunInfo | None:
+    """The task's run whose ``run`` record is the newest stored, or None."""
+    record = repo.filter_by(task_name=task_name, action="run").last()
+    if record is None or record.run_id is None:
+        return None
+    return history.get_run(repo, str(record.run_id))
