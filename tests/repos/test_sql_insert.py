@@ -69,7 +69,8 @@ def test_indexes_are_built(make_repo: RepoFactory, store: str) -> None:
     repo: Any = make_repo(store)
     names = {ix["name"] for ix in sa.inspect(repo.engine).get_indexes(repo.table_name)}
     table = repo.table_name
-    assert {f"ix_{table}_task_name_action", f"ix_{table}_action_created", f"ix_{table}_created"} <= names
+    wanted = {f"ix_{table}_task_name_action", f"ix_{table}_action_created", f"ix_{table}_created"}
+    assert wanted <= names
 
 
 def test_each_store_declares_a_write_profile(make_repo: RepoFactory, store: str) -> None:
