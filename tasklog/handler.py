@@ -10,28 +10,24 @@ counted in :attr:`RepoHandler.counts` and reported on stderr once per cause.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib
 import logging
-import os
-import signal
-import socket
 import sys
 import threading
 import time
-import types
-import typing
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from . import lifecycle
+from .lifecycle import add_sigterm_hook as add_sigterm_hook  # where it used to live
+from .mapper import RowMapper, Unchecked
+from .mapper import fast_plan as _fast_plan  # noqa: F401  (tests import it from here)
 from .repos import Repository, open_repo
-from .schema import normalize
 
 __all__ = ["ActionFilter", "RepoHandler", "resolve_model"]
 
@@ -39,8 +35,6 @@ ErrorPolicy = Literal["warn", "ignore", "raise"]
 Mode = Literal["auto", "background", "buffer", "sync"]
 Overflow = Literal["block", "drop"]
 
-_MISSING = object()
-_HOST = socket.gethostname()
 _STALLED = 0.25
 """Seconds after which a write in progress means a stalled store: logging calls stop pacing."""
 _local = threading.local()
@@ -65,102 +59,6 @@ def resolve_model(model: type[BaseModel] | str | None) -> type[BaseModel] | None
         msg = f"Cannot use model {model!r}: give a pydantic model class or its dotted path."
         raise ValueError(msg)
     return found
-
-
-def _exc_text(handler: logging.Handler, record: logging.LogRecord) -> str | None:
-    if record.exc_info and not record.exc_text:
-        formatter = handler.formatter or logging.Formatter()
-        record.exc_text = formatter.formatException(record.exc_info)
-    return record.exc_text or None
-
-
-_SPECIAL: dict[str, Callable[[logging.Handler, logging.LogRecord], Any]] = {
-    "message": lambda h, r: r.getMessage(),
-    "formatted_message": lambda h, r: h.format(r),
-    "exc_text": _exc_text,
-    "msg": lambda h, r: str(r.msg),
-    "host": lambda h, r: r.__dict__.get("host") or _HOST,
-}
-
-
-_PLAIN_TYPES: dict[Any, type] = {
-    str: str, int: int, float: float, bool: bool, datetime: datetime, timedelta: timedelta
-}
-_SAFE_CONFIG = frozenset({
-    "title", "frozen", "extra", "from_attributes", "populate_by_name", "validate_by_name",
-    "protected_namespaces", "use_enum_values", "arbitrary_types_allowed", "defer_build",
-    "strict", "coerce_numbers_to_str", "validate_assignment", "revalidate_instances",
-    "json_schema_extra", "json_encoders", "ser_json_timedelta", "ser_json_bytes",
-    "ser_json_inf_nan", "hide_input_in_errors", "plugin_settings", "cache_strings",
-    "use_attribute_docstrings", "model_title_generator", "field_title_generator",
-    "json_schema_mode_override", "json_schema_serialization_defaults_required",
-    "regex_engine", "experimental_fields_from_attributes", "serialize_by_alias",
-    "validate_by_alias", "validation_error_cause", "val_json_bytes",
-})
-"""Model settings that cannot change what validating an exact-typed value returns."""
-
-FastPlan = list[tuple[str, frozenset[type], Any]]
-
-
-class _Unchecked(dict[str, Any]):
-    """A record's field values that only ``model_validate`` can turn into a row.
-
-    Queued items are either stored rows (plain dicts, checked in ``emit``) or
-    these, which the writer validates.
-    """
-
-    __slots__ = ()
-
-
-def _fast_plan(model: type[BaseModel]) -> FastPlan | None:
-    """How to check a record's values without pydantic, or None when only pydantic can.
-
-    The fast path applies to models made only of plain ``str``, ``int``,
-    ``float``, ``bool``, ``datetime`` and ``timedelta`` fields (optionally
-    ``| None``) with no validators, constraints, aliases or settings that
-    change values. For such a model, validating a value whose type is *exactly*
-    the field's type returns that value unchanged, so the check is only a type
-    test; anything else (a subclass, an ``int`` for a ``float``, a string for a
-    datetime) goes through ``model_validate`` as before.
-    """
-    decorators = model.__pydantic_decorators__
-    if (
-        decorators.validators
-        or decorators.field_validators
-        or decorators.root_validators
-        or decorators.model_validators
-        or getattr(model, "__pydantic_post_init__", None)
-        or any(v for k, v in model.model_config.items() if k not in _SAFE_CONFIG)
-    ):
-        return None
-    plan: FastPlan = []
-    for name, info in model.model_fields.items():
-        if info.metadata or info.alias is not None or info.validation_alias is not None:
-            return None
-        annotation = info.annotation
-        allowed: set[type] = set()
-        origin = typing.get_origin(annotation)
-        union = origin in (typing.Union, types.UnionType)
-        args = typing.get_args(annotation) if union else (annotation,)
-        for arg in args:
-            if arg is type(None):
-                allowed.add(type(None))
-            elif arg in _PLAIN_TYPES:
-                allowed.add(_PLAIN_TYPES[arg])
-            else:
-                return None
-        if len(allowed - {type(None)}) != 1:
-            return None
-        if info.is_required():
-            default: Any = _MISSING
-        elif info.default_factory is None and (
-            info.default is None or type(info.default) in (str, int, float, bool)
-        ):
-            default = info.default
-        else:
-            return None
-        plan.append((name, frozenset(allowed), default))
-    return plan
 
 
 class ActionFilter(logging.Filter):
@@ -300,28 +198,16 @@ class RepoHandler(logging.Handler):
         if self.background or self.buffered:
             repo.add_before_read(self.flush)
         if self.background and handle_sigterm:
-            _install_sigterm()
+            lifecycle.install_sigterm()
         self._finalizer = (
             weakref.finalize(self, _store_orphans, repo, self._buffer) if self.buffered else None
         )
-        _handlers.add(self)
+        lifecycle.track_writer(self)
 
     def _bind_model(self, model: type[BaseModel]) -> None:
         """Make rows of *model*: the field plan and the one-pass fast path."""
         self.model = model
-        self._plan = [(name, _SPECIAL.get(name)) for name in model.model_fields]
-        self._schema = self.repo.schema
-        self._same_model = model is self.repo.model
-        self._fast = _fast_plan(model) if self._same_model else None
-        self._fused = (
-            None
-            if self._fast is None
-            else [(name, _SPECIAL.get(name), allowed, default)
-                  for name, allowed, default in self._fast]
-        )
-        self._datetimes = [
-            name for name, allowed, _ in self._fast or () if datetime in allowed
-        ]
+        self._mapper = RowMapper(model, self.repo)
 
     def _init_writer_state(self) -> None:
         self._queue: deque[dict[str, Any]] = deque()
@@ -363,16 +249,7 @@ class RepoHandler(logging.Handler):
     # ---------------------------------------------------------------- emit
     def to_data(self, record: logging.LogRecord) -> dict[str, Any]:
         """The model's fields taken from *record* (not yet validated)."""
-        values = record.__dict__
-        data: dict[str, Any] = {}
-        for name, special in self._plan:
-            if special is not None:
-                data[name] = special(self, record)
-            else:
-                value = values.get(name, _MISSING)
-                if value is not _MISSING:
-                    data[name] = value
-        return data
+        return self._mapper.to_data(self, record)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Store *record*, or queue it for the writer. Never raises (unless ``errors="raise"``)."""
@@ -391,7 +268,7 @@ class RepoHandler(logging.Handler):
             if self._follows_repo and self.repo.model is not self.model:
                 self._bind_model(self.repo.model)  # repo.model was reassigned
             try:
-                data = self._prepare(record)
+                data = self._mapper.prepare(self, record)
             except RecursionError:
                 raise
             except Exception as exc:  # its message cannot be made: wrong format args, __str__
@@ -404,8 +281,8 @@ class RepoHandler(logging.Handler):
                     "further such records are only counted in handler.counts['invalid']",
                 )
                 return
-            if self.errors == "raise" and type(data) is _Unchecked:
-                self.model.model_validate(data)
+            if self.errors == "raise":
+                self._mapper.check(data)
             if self.background:
                 self._enqueue(data)
             elif self.buffered:
@@ -426,7 +303,7 @@ class RepoHandler(logging.Handler):
 
     def _hold(self, data: dict[str, Any]) -> None:
         """Buffer mode: keep the row; write the buffer once it holds a batch."""
-        if type(data) is _Unchecked:
+        if type(data) is Unchecked:
             rows = self._rows([data])
             if not rows:
                 return
@@ -509,8 +386,7 @@ class RepoHandler(logging.Handler):
                 self._cv.notify_all()
             self._caller_writing = None
             self._write_lock.release()
-            if _sigterm_deferred:
-                _on_sigterm(signal.SIGTERM, None)
+            lifecycle.run_deferred_sigterm()
 
     def _pace(self) -> None:
         """Wait (at most block_timeout) while the writer, storing fine, is far behind.
@@ -557,58 +433,22 @@ class RepoHandler(logging.Handler):
         return True
 
     # -------------------------------------------------------------- writing
-    def _prepare(self, record: logging.LogRecord) -> dict[str, Any]:
-        """*record* as a stored row, or as :class:`_Unchecked` values to validate.
-
-        A row (a plain dict) is made in one pass when every value has exactly
-        its field's type (see :func:`_fast_plan`): missing optional fields get
-        their default and datetimes become UTC, as validation would do.
-        """
-        fused = self._fused
-        if fused is not None:
-            values = record.__dict__
-            row: dict[str, Any] = {}
-            for name, special, allowed, default in fused:
-                value = values.get(name, _MISSING) if special is None else special(self, record)
-                if value is _MISSING:
-                    if default is _MISSING:
-                        break
-                    value = default
-                elif type(value) not in allowed:
-                    break
-                row[name] = value
-            else:
-                for name in self._datetimes:
-                    if row[name] is not None:
-                        row[name] = normalize(row[name])
-                return row
-        return _Unchecked(self.to_data(record))
-
     def _rows(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Validate the :class:`_Unchecked` *items* into rows; count and report the invalid ones."""
-        rows = []
-        row_of = self._schema.row
-        for data in items:
-            if type(data) is not _Unchecked:
-                rows.append(data)
-                continue
-            try:
-                item = self.model.model_validate(data)
-                if not self._same_model:
-                    item = self.repo.validate(item)
-                rows.append(row_of(item))
-            except ValidationError as exc:
-                self._count_invalid()
-                if self.errors == "warn":
-                    err = exc.errors()[0]
-                    where = ".".join(str(x) for x in err.get("loc", ())) or "record"
-                    self._report(
-                        f"invalid:{where}:{err.get('type')}",
-                        f"a record does not fit {self.model.__name__} and is not stored "
-                        f"({where}: {err.get('msg')}); further such records are only counted "
-                        "in handler.counts['invalid']",
-                    )
-        return rows
+        """Validate the :class:`~tasklog.mapper.Unchecked` *items* into rows;
+        count and report the invalid ones."""
+        return self._mapper.rows(items, self._invalid_item)
+
+    def _invalid_item(self, exc: ValidationError) -> None:
+        self._count_invalid()
+        if self.errors == "warn":
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err.get("loc", ())) or "record"
+            self._report(
+                f"invalid:{where}:{err.get('type')}",
+                f"a record does not fit {self.model.__name__} and is not stored "
+                f"({where}: {err.get('msg')}); further such records are only counted "
+                "in handler.counts['invalid']",
+            )
 
     def _write(self, items: list[dict[str, Any]]) -> None:
         """Validate and store *items*, retrying a store that is briefly unreachable."""
@@ -800,7 +640,7 @@ class RepoHandler(logging.Handler):
                 self._finalizer.detach()
             if self.background or self.buffered:
                 self.repo.remove_before_read(self.flush)
-            _handlers.discard(self)
+            lifecycle.untrack_writer(self)
             if self._owns_repo:
                 with contextlib.suppress(Exception):
                     self.repo.close()
@@ -850,118 +690,3 @@ def _store_orphans(repo: Repository[Any], rows: list[dict[str, Any]]) -> None:
         with contextlib.suppress(Exception):  # at exit or in a finalizer: nothing to tell
             repo.insert_rows(rows[:])
         rows.clear()
-
-
-_handlers: weakref.WeakSet[RepoHandler] = weakref.WeakSet()
-_sigterm_installed = False
-_sigterm_deferred = False
-"""SIGTERM arrived while this thread wrote a batch from ``emit``: act once it is written."""
-
-
-def _install_sigterm() -> None:
-    """Put :func:`_on_sigterm` in place of the default SIGTERM action (see ``handle_sigterm``)."""
-    global _sigterm_installed
-    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-            _sigterm_installed = True
-    except (ValueError, OSError, AttributeError):  # pragma: no cover  (no SIGTERM here)
-        pass
-
-
-_sigterm_hooks: list[tuple[Callable[[], bool], Callable[[], object]]] = []
-"""``(pending, hook)``: work to do on SIGTERM before the writers are flushed
-(the runs module logs ``terminate`` for the open runs)."""
-_sigterm_thread: threading.Thread | None = None
-
-
-def add_sigterm_hook(pending: Callable[[], bool], hook: Callable[[], object]) -> None:
-    """Run *hook* on SIGTERM, before queued records are stored, when *pending()* is true.
-
-    The hook runs in a thread of its own, not in the signal handler: it may
-    log (and so take locks the interrupted main thread holds, which that
-    thread releases as it goes on). The process then ends as SIGTERM would.
-    """
-    if (pending, hook) not in _sigterm_hooks:
-        _sigterm_hooks.append((pending, hook))
-    _install_sigterm()
-
-
-def _end_in_thread() -> None:
-    """Run the SIGTERM hooks, store what the writers hold, then SIGTERM again."""
-    for pending, hook in list(_sigterm_hooks):
-        with contextlib.suppress(Exception):
-            if pending():
-                hook()
-    handlers = list(_handlers)
-    now = time.monotonic()
-    for handler in handlers:
-        handler._deadline = min(handler._deadline, now + handler.close_timeout)
-    for handler in handlers:
-        with contextlib.suppress(Exception):
-            handler._flush_for_exit()
-    os.kill(os.getpid(), signal.SIGTERM)  # the main thread's handler now lets it end
-
-
-def _die_of_sigterm() -> None:
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    """Store what the writers hold, then die of SIGTERM as with the default action.
-
-    Runs in the main thread between two bytecodes, so it never waits for a lock
-    the interrupted code may hold: it only signals the writers and waits on
-    their progress with bounded, non-blocking acquires.
-    """
-    global _sigterm_deferred, _sigterm_thread
-    if _sigterm_thread is not None:  # the second SIGTERM, sent by _end_in_thread
-        if not _sigterm_thread.is_alive():
-            _die_of_sigterm()
-        return
-    if any(pending() for pending, _ in list(_sigterm_hooks)):
-        # runs are open: their terminate records are logged from a thread, since
-        # this handler may have interrupted the main thread inside a logging call
-        _sigterm_thread = threading.Thread(
-            target=_end_in_thread, name="tasklog-sigterm", daemon=True
-        )
-        _sigterm_thread.start()
-        return
-    me = threading.get_ident()
-    if any(h._caller_writing == me for h in list(_handlers)):
-        _sigterm_deferred = True  # this thread holds a batch: finish writing it first
-        return
-    _sigterm_deferred = False
-    handlers = list(_handlers)
-    now = time.monotonic()
-    for handler in handlers:  # one deadline for all, not close_timeout after each other
-        handler._deadline = min(handler._deadline, now + handler.close_timeout)
-    for handler in handlers:
-        with contextlib.suppress(Exception):
-            handler._flush_for_exit()
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _reset_after_fork() -> None:
-    global _sigterm_thread
-    _sigterm_thread = None
-    for handler in list(_handlers):
-        handler._after_fork_in_child()
-
-
-def _at_exit() -> None:
-    """Bound the wait of ``logging.shutdown`` (which runs after this) for a failing store."""
-    for handler in list(_handlers):
-        if handler._deadline == float("inf"):
-            handler._deadline = time.monotonic() + handler.close_timeout
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-atexit.register(_at_exit)

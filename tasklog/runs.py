@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .adapter import TaskAdapter
 from .exceptions import CancelRun, TaskInaction
-from .handler import add_sigterm_hook
+from .lifecycle import add_sigterm_hook
 from .records import Action
 from .repos import Repository
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import weakref
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 
+from .. import lifecycle
 from ..exceptions import ConfigError
 from ..query import (
     Between,
@@ -215,7 +215,7 @@ class SQLRepo(Repository[ModelT]):
                 engine.dispose()  # do not leak the connections of a repo never returned
             raise
         self._derive()
-        _after_fork.add(self)
+        lifecycle.on_fork_in_child(self._after_fork)
 
     def _ensure_open(self) -> None:
         """Open the table now if the server was down when the repository was made.
@@ -765,16 +765,6 @@ class SQLRepo(Repository[ModelT]):
         )
 
 
-_after_fork: weakref.WeakSet[SQLRepo[Any]] = weakref.WeakSet()
-
-
-def _reset_after_fork() -> None:
-    for repo in list(_after_fork):
-        repo._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 
