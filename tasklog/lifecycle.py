@@ -167,8 +167,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _sigterm_thread
+    global _sigterm_thread, _fork_lock
     _sigterm_thread = None
+    _fork_lock = threading.Lock()  # another thread may have held it at the fork
     for writer in _live_writers():
         writer._after_fork_in_child()
     for ref in list(_fork_hooks):
