@@ -25,7 +25,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
 
 from .exceptions import ConfigError
 from .query import Between, GreaterEqual, In, LessEqual, Operator, Query, in_
@@ -51,6 +54,7 @@ __all__ = [
     "newest",
     "open_runs",
     "process_gone",
+    "record_json",
     "require_run_fields",
     "summarize_runs",
     "write_crashes",
@@ -146,6 +150,21 @@ def latest_per_task(repo: Repository[Any]) -> list[Any]:
     build = repo.model.model_validate
     return sorted((build(row) for row in rows), key=lambda r: str(r.task_name))
 
+
+
+def record_json(record: BaseModel) -> dict[str, Any]:
+    """A record as a JSON object, as the CLI's ``--json`` and the web API give it:
+    times as ISO 8601 with their zone, durations in seconds."""
+    data = record.model_dump(mode="json")
+    for name, value in record.__dict__.items():
+        if isinstance(value, datetime):
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+            data[name] = aware.isoformat()
+        elif isinstance(value, timedelta):
+            data[name] = value.total_seconds()
+        elif isinstance(value, Enum):
+            data[name] = value.value
+    return data
 
 def has_task(repo: Repository[Any], task_name: str) -> bool:
     """Whether *repo* holds any record of *task_name*."""

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,25 @@ def _start(url: str, body: str) -> subprocess.Popen[str]:
     )
 
 
+def _exit_status(child: subprocess.Popen[str], timeout: float = 60.0) -> int:
+    """The child's exit status, polled (``Popen.wait`` asserted once under heavy load)."""
+    deadline = time.monotonic() + timeout
+    while (code := child.poll()) is None:
+        if time.monotonic() > deadline:
+            child.kill()
+            msg = f"the child did not end within {timeout} s of SIGTERM"
+            raise AssertionError(msg)
+        time.sleep(0.02)
+    return code
+
+
 def _terminate(child: subprocess.Popen[str]) -> tuple[int, str]:
     assert child.stdout is not None
     assert child.stderr is not None
     assert "ready" == child.stdout.readline().strip(), child.stderr.read()
     child.send_signal(signal.SIGTERM)
     try:
-        code = child.wait(timeout=60)
+        code = _exit_status(child)
     finally:
         err = child.stderr.read()
         child.stdout.close()

@@ -5,13 +5,13 @@ A bad value is one line on stderr and exit status 2 (see :mod:`.app`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from ..durations import parse_duration
 from .app import CLIError
 
 __all__ = [
@@ -76,24 +76,6 @@ def age_option(name: str, help_text: str) -> Any:
 
 
 # ------------------------------------------------------------- durations
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse ``90s``, ``15m``, ``12h``, ``1d``, ``2w`` or a sum such as ``1h30m``.
-
-    Raises:
-        ValueError: *text* is not a duration.
-    """
-    compact = text.strip().replace(" ", "")
-    if compact and _DURATION.sub("", compact) == "":
-        seconds = sum(float(n) * _UNITS[unit.lower()] for n, unit in _DURATION.findall(compact))
-        return timedelta(seconds=seconds)
-    msg = f"{text!r} is not a duration; use a number and a unit: 90s, 15m, 12h, 1d, 2w."
-    raise ValueError(msg)
-
 
 _EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
 """The earliest instant an age may name (a day after ``datetime.min``, whatever the zone)."""

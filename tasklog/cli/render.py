@@ -8,7 +8,6 @@ import sys
 import unicodedata
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from enum import Enum
 from typing import Any
 
 import typer
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..history import record_json
 from ..runs import format_records
 
 __all__ = [
@@ -146,20 +146,6 @@ def iso(when: datetime | float | None) -> str | None:
     if not isinstance(when, datetime):
         when = datetime.fromtimestamp(float(when), tz=timezone.utc)
     return when.isoformat()
-
-
-def record_json(record: BaseModel) -> dict[str, Any]:
-    """A record as a JSON object: times as ISO 8601 with zone, durations in seconds."""
-    data = record.model_dump(mode="json")
-    for name, value in record.__dict__.items():
-        if isinstance(value, datetime):
-            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-            data[name] = aware.isoformat()
-        elif isinstance(value, timedelta):
-            data[name] = value.total_seconds()
-        elif isinstance(value, Enum):
-            data[name] = value.value
-    return data
 
 
 def print_json(document: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
+from ..durations import parse_duration as _parse_duration
 from ..query import (
     between,
     contains,
@@ -31,8 +32,6 @@ __all__ = [
 ]
 
 MAX_LIMIT = 1000
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d{1,9}(?:\.\d{1,9})?)([smhdw])", re.IGNORECASE)
 _MAX_AGE = timedelta(days=100 * 366)
 
 
@@ -45,18 +44,20 @@ class NotFound(LookupError):  # noqa: N818  (named after the HTTP status)
 
 
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``12h``, ``1d``, ``2w`` or a sum such as ``1h30m``.
+    """``90s``, ``15m``, ``12h``, ``1d``, ``2w`` or a sum such as ``1h30m``
+    (:func:`tasklog.durations.parse_duration`), at most a century.
 
     Raises:
         ValueError: *text* is not a duration (or an absurd one).
     """
-    compact = text.strip().replace(" ", "")
-    if compact and _DURATION.sub("", compact) == "":
-        seconds = sum(float(n) * _UNITS[u.lower()] for n, u in _DURATION.findall(compact))
-        if seconds <= _MAX_AGE.total_seconds():
-            return timedelta(seconds=seconds)
-    msg = f"{text!r} is not a duration; use a number and a unit: 90s, 15m, 12h, 1d, 2w."
-    raise ValueError(msg)
+    try:
+        value = _parse_duration(text)
+    except OverflowError:
+        value = None
+    if value is None or value > _MAX_AGE:
+        msg = f"{text!r} is too long a duration; give at most {_MAX_AGE.days} days."
+        raise ValueError(msg)
+    return value
 
 
 def _operator(op: str, text: str) -> Any:

@@ -10,13 +10,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel
-
 from .. import history
-from ..history import CLOSING_ACTIONS, FAILURES, RUNNING, RunInfo, latest_per_task, newest
+from ..history import (
+    CLOSING_ACTIONS,
+    FAILURES,
+    RUNNING,
+    RunInfo,
+    latest_per_task,
+    newest,
+    record_json,
+)
 from ..query import greater_equal, in_
 from ..repos import Repository
 from ..repos.base import cutoff_timestamp
@@ -49,20 +54,6 @@ LOST = "lost"
 """The status of open runs whose process is gone on this host (computed, not stored)."""
 _CHUNK = 500
 When = timedelta | datetime | float | None
-
-
-def record_json(record: BaseModel) -> dict[str, Any]:
-    """A record as the CLI prints it with ``--json``: ISO 8601 times with zone, seconds."""
-    data = record.model_dump(mode="json")
-    for name, value in record.__dict__.items():
-        if isinstance(value, datetime):
-            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-            data[name] = aware.isoformat()
-        elif isinstance(value, timedelta):
-            data[name] = value.total_seconds()
-        elif isinstance(value, Enum):
-            data[name] = value.value
-    return data
 
 
 def iso_timestamp(created: float | None) -> str | None:
