@@ -843,3 +843,25 @@ def test_follower_catches_late_records(tmp_path: Path) -> None:
     assert ["written late"] == [r.message for r in follower.poll()]
     assert [] == follower.poll()
     repo.close()
+
+
+def test_follower_reads_the_redis_change_feed(redis_url: str) -> None:
+    """On a store with a change feed (RedisRepo), ``tail -f`` reads what follows its
+    cursor, filtered by the task, each record once, without a window of time."""
+    from tasklog.cli.reading import Follower as _Follower
+    from tasklog.repos.redis_store import RedisRepo
+
+    repo: RedisRepo[Any] = RedisRepo(redis_url, key=f"feed_{uuid.uuid4().hex[:8]}")
+    try:
+        repo.add(_record("alpha", "run", 100, "r1", "before"))
+        follower = _Follower(repo, {"task_name": "alpha"})
+        assert follower.feed is not None
+        follower.mark([repo.filter_by().last()])
+        assert [] == follower.poll()
+        repo.add(_record("beta", "run", 10, "r2", "other task"))
+        repo.add(_record("alpha", "log", 5, "r1", "old time, new record"))
+        assert ["old time, new record"] == [r.message for r in follower.poll()]
+        assert [] == follower.poll()
+    finally:
+        drop_redis_key(repo)
+        repo.close()

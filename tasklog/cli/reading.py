@@ -267,7 +267,8 @@ def tail(
         if follower is not None:
             follower.mark(found)
             while True:
-                time.sleep(_FOLLOW_INTERVAL)
+                if follower.feed is None:
+                    time.sleep(_FOLLOW_INTERVAL)  # else the feed waits for new records
                 _emit(follower.poll(), out, as_json)
     except KeyboardInterrupt:
         return
@@ -308,10 +309,25 @@ class Follower:
         self.conditions = conditions
         self.check = check
         """Raises when the store is gone (deleted or moved); called on each poll."""
+        self.feed = _change_feed(repo)
+        """The store's change feed (``position``/``records_after``), or None: poll."""
+        self.cursor = self.feed[0]() if self.feed is not None else 0
         latest = newest(repo, 1, **conditions)
         self.last = float(latest[0].created) if latest else 0.0
         self.seen: dict[str, float] = {}
-        self._window()
+        if self.feed is None:
+            self._window()
+
+    def _after(self) -> list[Any]:
+        """Records the change feed gives after the cursor, matching the conditions
+        and not printed already (the newest shown at start may follow the cursor)."""
+        assert self.feed is not None
+        records, self.cursor = self.feed[1](self.cursor, wait=_FOLLOW_INTERVAL)
+        return [
+            r for r in records
+            if all(getattr(r, k, None) == v for k, v in self.conditions.items())
+            and _record_key(r) not in self.seen
+        ]
 
     def _window(self) -> list[Any]:
         """Records of the last :data:`_FOLLOW_LAG` seconds not seen before (now seen)."""
@@ -338,13 +354,26 @@ class Follower:
         if self.check is not None:
             self.check()
         try:
-            fresh = self._window()
+            fresh = self._after() if self.feed is not None else self._window()
         except Exception:
             if self.check is not None:
                 self.check()  # gone meanwhile (a dropped table fails the query)
             raise
-        if fresh:
+        if fresh and self.feed is None:
             self.last = max(self.last, *(float(r.created) for r in fresh))
             floor = self.last - _FOLLOW_LAG
             self.seen = {k: v for k, v in self.seen.items() if v >= floor}
         return fresh
+
+
+_Feed = tuple[Callable[[], int], Callable[..., tuple[list[Any], int]]]
+
+
+def _change_feed(repo: Any) -> _Feed | None:
+    """A store's optional change feed: ``position()`` and ``records_after(position,
+    wait=SECONDS)`` (RedisRepo: its capped stream); None for stores without (poll)."""
+    position = getattr(repo, "position", None)
+    after = getattr(repo, "records_after", None)
+    if callable(position) and callable(after):
+        return position, after
+    return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -34,13 +34,24 @@ class _Follower:
 
     def __init__(self, repo: Repository[Any]) -> None:
         self.repo = repo
+        # a store's optional change feed (RedisRepo: its capped stream): read
+        # only what follows a cursor instead of re-reading a window of time
+        position = getattr(repo, "position", None)
+        after = getattr(repo, "records_after", None)
+        feed = callable(position) and callable(after)
+        self.after: Callable[[int], tuple[list[Any], int]] | None = after if feed else None
+        self.cursor: int = position() if feed and position is not None else 0
         latest = newest(repo, 1)
         self.last = float(latest[0].created) if latest else 0.0
         self.seen: dict[str, float] = {}
-        self.poll()
+        if self.after is None:
+            self.poll()
 
     def poll(self) -> list[Any]:
         """The records stored since the last poll, in insertion order."""
+        if self.after is not None:
+            records, self.cursor = self.after(self.cursor)
+            return list(records)
         fresh = []
         for record in self.repo.filter_by(created=greater_equal(self.last - _LAG)):
             key = record.model_dump_json()
