@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .repos.sql import SQLRepo
 from .runs import Run, current_run, terminate_open_runs
 from .stats import Stats, TaskStats, mark_crashed, stats
+from .writer import WriterOptions
 
 __all__ = [
     "Action",
@@ -68,6 +69,7 @@ __all__ = [
     "TaskRunRecord",
     "TaskStats",
     "TasklogError",
+    "WriterOptions",
     "basic_config",
     "between",
     "capture",

@@ -17,9 +17,9 @@ import logging
 import threading
 from typing import Any
 
-from .handler import _local
 from .repos import Repository
 from .runs import _current
+from .writer import writing
 
 __all__ = ["CaptureHandler", "capture", "is_capturing"]
 
@@ -64,7 +64,7 @@ class CaptureHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Stamp *record* with the current run and store it where the run's records go."""
         run = _current.get()
-        if run is None or getattr(_local, "busy", False):
+        if run is None or writing():
             return
         if getattr(record, "task_name", None) is not None:
             return  # a task adapter's record: stored by its own logger's handlers

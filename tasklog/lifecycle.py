@@ -2,8 +2,8 @@
 
 Two kinds of things register here, neither importing the other:
 
-- **writers** (``RepoHandler``s, through :func:`track_writer`): after a fork the
-  child resets them (:meth:`_after_fork_in_child`); at exit their wait for a
+- **writers** (:mod:`tasklog.writer`, through :func:`track_writer`): after a fork
+  the child resets them (``after_fork_in_child``); at exit their wait for a
   failing store is bounded; on SIGTERM what they hold is stored before the
   process dies of it (:func:`install_sigterm`, :func:`add_sigterm_hook`);
 - **anything holding process-bound resources** (SQL engines' connections),
@@ -38,11 +38,11 @@ class Writer(Protocol):
     """What the lifecycle needs of a handler's writer."""
 
     close_timeout: float
-    _deadline: float
-    _caller_writing: int | None
+    deadline: float
+    caller_writing: int | None
 
-    def _flush_for_exit(self) -> None: ...
-    def _after_fork_in_child(self) -> None: ...
+    def flush_for_exit(self) -> None: ...
+    def after_fork_in_child(self) -> None: ...
     def __hash__(self) -> int: ...
 
 
@@ -115,10 +115,10 @@ def _flush_writers() -> None:
     writers = _live_writers()
     now = time.monotonic()
     for writer in writers:
-        writer._deadline = min(writer._deadline, now + writer.close_timeout)
+        writer.deadline = min(writer.deadline, now + writer.close_timeout)
     for writer in writers:
         with contextlib.suppress(Exception):
-            writer._flush_for_exit()
+            writer.flush_for_exit()
 
 
 def _end_in_thread() -> None:
@@ -158,7 +158,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
         _sigterm_thread.start()
         return
     me = threading.get_ident()
-    if any(w._caller_writing == me for w in _live_writers()):
+    if any(w.caller_writing == me for w in _live_writers()):
         _sigterm_deferred = True  # this thread holds a batch: finish writing it first
         return
     _sigterm_deferred = False
@@ -171,7 +171,7 @@ def _after_fork_in_child() -> None:
     _sigterm_thread = None
     _fork_lock = threading.Lock()  # another thread may have held it at the fork
     for writer in _live_writers():
-        writer._after_fork_in_child()
+        writer.after_fork_in_child()
     for ref in list(_fork_hooks):
         method = ref()
         if method is not None:
@@ -181,8 +181,8 @@ def _after_fork_in_child() -> None:
 def _at_exit() -> None:
     """Bound the wait of ``logging.shutdown`` (which runs after this) for a failing store."""
     for writer in _live_writers():
-        if writer._deadline == float("inf"):
-            writer._deadline = time.monotonic() + writer.close_timeout
+        if writer.deadline == float("inf"):
+            writer.deadline = time.monotonic() + writer.close_timeout
 
 
 if hasattr(os, "register_at_fork"):
