@@ -41,6 +41,7 @@ __all__ = [
     "OTHER",
     "RUNNING",
     "CrashCandidate",
+    "RunIndexQueries",
     "RunInfo",
     "RunQueries",
     "aggregate_runs",
@@ -101,6 +102,38 @@ class RunQueries(Protocol):
     def open_run_rows(self, task_names: list[str] | None) -> list[Row] | None:
         """The ``run`` rows (with a run id) of runs without a closing record, of
         these tasks (all with None); the first ``run`` row of each run."""
+
+
+RunPair = tuple[Row, "Row | None"]
+"""A run as ``(its run row, its first closing row or None)``."""
+
+
+@runtime_checkable
+class RunIndexQueries(Protocol):
+    """Reads a store answers from an index of runs (one row per run) it keeps.
+
+    Each returns None when the store has no index here (the generic path
+    answers). Answers must equal the generic path's.
+    """
+
+    def run_rows(
+        self,
+        *,
+        task_names: list[str] | None,
+        outcomes: list[str] | None,
+        running: bool,
+        low: float | None,
+        high: float | None,
+        bound: tuple[float, str, str] | None,
+        limit: int | None,
+    ) -> list[RunPair] | None:
+        """Runs of these tasks (all with None) whose outcome is one of *outcomes*
+        or, with *running*, still open (any with neither), started from *low*
+        to *high*, before the cursor key *bound*; newest start first (ties by
+        task and run id, descending), at most *limit*."""
+
+    def run_row(self, run_id: str) -> list[RunPair] | None:
+        """The run *run_id* (a list of one pair, or empty)."""
 
 
 def require_run_fields(repo: Repository[Any]) -> None:
@@ -257,9 +290,11 @@ def _key(row: Row) -> tuple[float, str, str]:
 
 
 def _closings(
-    repo: Repository[Any], starts: Sequence[Row]
+    repo: Repository[Any], starts: Sequence[Row], first: dict[tuple[Any, Any], float] | None = None
 ) -> dict[tuple[Any, Any], Row]:
-    """The first closing row of each run in *starts*, by (task, run id)."""
+    """The first closing row of each run in *starts*, by (task, run id); and, in
+    *first* when given, the earliest ``run`` record's ``created`` of each (a run
+    logged twice starts at its first ``run`` record)."""
     wanted = {(row["task_name"], row["run_id"]) for row in starts}
     ids = sorted({str(run_id) for _, run_id in wanted})
     found: dict[tuple[Any, Any], Row] = {}
@@ -268,9 +303,26 @@ def _closings(
         query = Query.build(repo.schema, {"run_id": in_(ids[i : i + 500])})
         for row in repo.select_rows(query):
             key = (row["task_name"], row["run_id"])
-            if row["action"] in _CLOSING and key in wanted and key not in found:
+            if key not in wanted:
+                continue
+            action = row["action"]
+            if action in _CLOSING and key not in found:
                 found[key] = row
+            elif action == "run" and first is not None:
+                created = float(row["created"])
+                if key not in first or created < first[key]:
+                    first[key] = created
     return found
+
+
+def _earliest_starts(rows: Iterable[Row]) -> list[Row]:
+    """One ``run`` row per run (task, run id): its earliest."""
+    chosen: dict[tuple[Any, Any], Row] = {}
+    for row in rows:
+        key = (row["task_name"], row["run_id"])
+        if key not in chosen or float(row["created"]) < float(chosen[key]["created"]):
+            chosen[key] = row
+    return list(chosen.values())
 
 
 def _run_info(repo: Repository[Any], start: Row, end: Row | None) -> RunInfo:
@@ -399,12 +451,21 @@ def list_runs(
     if limit == 0:
         return []
     repo.sync()
+    if isinstance(repo, RunIndexQueries):
+        indexed = repo.run_rows(
+            task_names=tasks,
+            outcomes=None if outcomes is None else [o for o in outcomes if o != RUNNING],
+            running=outcomes is not None and RUNNING in outcomes,
+            low=low, high=high, bound=bound, limit=limit,
+        )
+        if indexed is not None:
+            return [_run_info(repo, start, end) for start, end in indexed]
     if outcomes is not None and set(outcomes) == {RUNNING} and isinstance(repo, RunQueries):
         fast = repo.open_run_rows(tasks)
         if fast is not None:  # open runs only: the store finds them in one query
             chosen = sorted(
                 (
-                    row for row in fast
+                    row for row in _earliest_starts(fast)
                     if (low is None or float(row["created"]) >= low)
                     and (high is None or float(row["created"]) <= high)
                     and (bound is None or _key(row) < bound)
@@ -421,11 +482,12 @@ def list_runs(
     seen: set[tuple[Any, Any]] = set()
 
     def take(rows: list[Row]) -> bool:
-        ends = _closings(repo, rows)
+        first: dict[tuple[Any, Any], float] = {}
+        ends = _closings(repo, rows, first)
         for row in rows:
             key = (row["task_name"], row["run_id"])
-            if key in seen:  # a second run record of the same run
-                continue
+            if key in seen or float(row["created"]) > first.get(key, float("inf")):
+                continue  # a run record of a run listed already, or a later one
             seen.add(key)
             end = ends.get(key)
             if outcomes is not None:
@@ -475,12 +537,17 @@ def get_run(repo: Repository[Any], run_id: str) -> RunInfo | None:
     """
     require_run_fields(repo)
     repo.sync()
+    if isinstance(repo, RunIndexQueries):
+        indexed = repo.run_row(str(run_id))
+        if indexed is not None:
+            return _run_info(repo, *indexed[0]) if indexed else None
     query = Query.build(repo.schema, {"run_id": str(run_id), "action": "run"})
-    starts = list(repo.select_rows(query, limit=1))
+    starts = list(repo.select_rows(query))
     if not starts:
         return None
-    return _run_info(repo, starts[0], _closings(repo, starts).get(
-        (starts[0]["task_name"], starts[0]["run_id"])
+    start = min(starts, key=lambda row: (float(row["created"]), str(row["task_name"])))
+    return _run_info(repo, start, _closings(repo, [start]).get(
+        (start["task_name"], start["run_id"])
     ))
 
 
@@ -578,6 +645,8 @@ def crash_candidates(
         gone = process_gone(run.host, run.process)
         if gone is False:
             continue
+        if not gone and started_before is None and seen_before is None:
+            continue  # nothing could make it a candidate: its records are not read
         last_seen = _last_seen(repo, run)
         if gone:
             why = f"its process {run.process} on {run.host} is gone"

@@ -179,10 +179,9 @@ class _Session:
             logger.setLevel(level)
         self._handler.close()
         try:
-            table = getattr(self.repo, "table", None)
-            engine = getattr(self.repo, "engine", None)
-            if table is not None and engine is not None:
-                table.drop(engine, checkfirst=True)
+            drop = getattr(self.repo, "drop", None)
+            if callable(drop):  # a database table (and its runs index)
+                drop()
             elif self._file is None and not isinstance(self.repo, MemoryRepo):
                 self.repo.filter_by().delete()
         finally:

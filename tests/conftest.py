@@ -40,8 +40,8 @@ def postgres_server(request: pytest.FixtureRequest) -> PostgresServer:
 
 
 def _drop_table(repo: Any) -> None:
-    """Drop a test's table from the session's PostgreSQL database."""
-    repo.table.drop(repo.engine, checkfirst=True)
+    """Drop a test's table (and its runs index) from the session's PostgreSQL database."""
+    repo.drop()
 
 
 def drop_redis_key(repo: Any) -> None:

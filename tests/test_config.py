@@ -89,7 +89,7 @@ class TestOpenRepo:
                 repo.engine.dialect.name, repo.table_name, [r.process for r in repo]
             )
         finally:
-            repo.table.drop(repo.engine)
+            repo.drop()
             repo.close()
 
     def test_options_pass_through(self, tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_same_program_on_every_store(
         if store == "postgresql":
             repo = open_repo(url)
             assert isinstance(repo, SQLRepo)
-            repo.table.drop(repo.engine)
+            repo.drop()
             repo.close()
     assert expected == got
     assert 7 == expected["count"]

@@ -69,7 +69,7 @@ def _pg_table(postgres_url: str) -> Iterator[str]:
     name = f"f_{uuid.uuid4().hex[:12]}"
     yield name
     repo: SQLRepo[Any] = SQLRepo(url=postgres_url, table=name)
-    repo.table.drop(repo.engine, checkfirst=True)
+    repo.drop()
     repo.close()
 
 

@@ -39,6 +39,7 @@ from ..query import (
 from ..schema import FieldInfo, Schema
 from .base import ModelT, Repository, Row, WriteProfile
 from .sql_insert import InsertPlan, insert, plan_insert
+from .sql_runs import RunsIndex
 
 __all__ = ["SQLRepo"]
 
@@ -240,6 +241,23 @@ class SQLRepo(Repository[ModelT]):
         self._names = self.schema.names
         self._id = self.table.c.get(ID_COLUMN)
         self._insert_plan = None
+        c = self.table.c
+        runs = None
+        keys = ("task_name", "action", "created", "run_id")
+        if self._id is not None and all(n in c for n in keys):
+            info = self.schema.fields.get("runtime")
+            numeric = info is not None and info.kind in ("timedelta", "float", "int")
+            runs = RunsIndex(self.table, self._id, numeric)
+        self._runs = runs
+        self._runs_ready = False
+
+    def _index(self) -> RunsIndex | None:
+        """The runs index, made (and filled from the records) on first use."""
+        runs = self._runs
+        if runs is not None and not self._runs_ready:
+            runs.ensure(self.engine)
+            self._runs_ready = True
+        return runs
 
     def _adopt_model(self, previous: Schema) -> None:
         """Check the table against the new model, as on opening.
@@ -467,7 +485,8 @@ class SQLRepo(Repository[ModelT]):
         plan = self._insert_plan
         if plan is None:
             plan = self._insert_plan = plan_insert(self.engine, self.table, self._names)
-        insert(self.engine, self.table, plan, rows)
+        runs = self._index()
+        insert(self.engine, self.table, plan, rows, runs.upsert if runs is not None else None)
 
     def is_transient(self, error: BaseException) -> bool:
         """Whether *error* means the database is unreachable or busy (worth retrying)."""
@@ -504,17 +523,51 @@ class SQLRepo(Repository[ModelT]):
             return int(conn.execute(stmt).scalar_one())
 
     def delete_rows(self, query: Query) -> int:
-        """``DELETE`` in the database."""
+        """``DELETE`` in the database (and the runs it touches recomputed in the index)."""
         self._ensure_open()
-        with self.engine.begin() as conn:
-            return int(conn.execute(self.table.delete().where(*self._where(query))).rowcount)
+        return self._change(self.table.delete().where(*self._where(query)), moves=False)
 
     def update_rows(self, query: Query, values: Row) -> int:
-        """``UPDATE`` in the database."""
+        """``UPDATE`` in the database (and, when it changes what the runs index is
+        computed from, the runs it touches recomputed)."""
         self._ensure_open()
         stmt = self.table.update().where(*self._where(query)).values(**values)
+        runs = self._index()
+        if runs is None or not set(values) & runs.sources:
+            with self.engine.begin() as conn:
+                return int(conn.execute(stmt).rowcount)
+        return self._change(stmt, moves=bool({"task_name", "run_id"} & set(values)))
+
+    def _change(self, stmt: Any, *, moves: bool) -> int:
+        """Run *stmt* (a delete or an update) in one
+        transaction, with the runs it touches recomputed in the runs index: their
+        keys come from ``RETURNING`` (and, when the update *moves* rows to other
+        runs or the database has no ``RETURNING``, from a select before it)."""
+        runs = self._index()
+        t = self.table
         with self.engine.begin() as conn:
-            return int(conn.execute(stmt).rowcount)
+            if runs is None:
+                return int(conn.execute(stmt).rowcount)
+            dialect = conn.dialect
+            returning = (
+                dialect.delete_returning if isinstance(stmt, sa.Delete)
+                else dialect.update_returning
+            )
+            keys: set[tuple[Any, Any]] = set()
+            if moves or not returning:
+                where = stmt.whereclause
+                before = sa.select(t.c.task_name, t.c.run_id).distinct().where(
+                    t.c.run_id.is_not(None), *([where] if where is not None else [])
+                )
+                keys.update(tuple(row) for row in conn.execute(before))
+            if returning:
+                found = conn.execute(stmt.returning(t.c.task_name, t.c.run_id)).all()
+                count = len(found)
+                keys.update((task, run) for task, run in found if run is not None)
+            else:
+                count = int(conn.execute(stmt).rowcount)
+            runs.refresh(conn, keys)
+            return count
 
     def prune_rows(
         self,
@@ -540,9 +593,7 @@ class SQLRepo(Repository[ModelT]):
             count = sa.select(sa.func.count()).select_from(t).where(*scope, sa.or_(*doomed))
             with self.engine.connect() as conn:
                 return int(conn.execute(count).scalar_one())
-        stmt = t.delete().where(*scope, sa.or_(*doomed))
-        with self.engine.begin() as conn:
-            return int(conn.execute(stmt).rowcount)
+        return self._change(t.delete().where(*scope, sa.or_(*doomed)), moves=False)
 
     def _beyond_newest_runs(
         self, keep_runs: int, scope: list[ColumnElement[bool]]
@@ -596,158 +647,230 @@ class SQLRepo(Repository[ModelT]):
 
     # ------------------------------------------- runs (tasklog.history.RunQueries)
     def latest_per_task_rows(self) -> list[Row] | None:
-        """The newest row of each task: one grouped query (None without a key column)."""
+        """The newest row of each task: the task names by a loose index scan (one
+        seek per task through the ``(task_name, action)`` index), then each one's
+        newest key (None without a key column)."""
         self._ensure_open()
         if self._id is None or "task_name" not in self.table.c:
             return None
         t = self.table
-        last = sa.select(sa.func.max(self._id)).group_by(t.c.task_name)
-        stmt = sa.select(*self._cols).where(self._id.in_(last))
+        inner = t.alias("n")
+        names = sa.select(sa.func.min(t.c.task_name).label("name")).cte("names", recursive=True)
+        step = sa.select(
+            sa.select(sa.func.min(inner.c.task_name))
+            .where(inner.c.task_name > names.c.name)
+            .scalar_subquery()
+        ).where(names.c.name.is_not(None))
+        names = names.union_all(step)
+        last = (
+            sa.select(sa.func.max(inner.c[ID_COLUMN]))
+            .where(inner.c.task_name == names.c.name)
+            .scalar_subquery()
+        )
+        keys = sa.select(last).where(names.c.name.is_not(None))
+        stmt = sa.select(*self._cols).where(self._id.in_(keys))
         with self.engine.connect() as conn:
             return [dict(zip(self._names, row, strict=True)) for row in conn.execute(stmt)]
 
-    def open_run_rows(self, task_names: list[str] | None) -> list[Row] | None:
-        """Runs without a closing record: ``NOT EXISTS`` through the ``run_id``
-        index, one query (None without a key column)."""
-        from ..history import CLOSING_ACTIONS
-
-        if self._id is None:
-            return None
-        t = self.table
-        c = t.alias("c")
-        closed = (
-            sa.select(c.c[ID_COLUMN])
-            .where(
-                c.c.run_id == t.c.run_id,
-                c.c.task_name == t.c.task_name,
-                c.c.action.in_(CLOSING_ACTIONS),
-            )
-            .exists()
-        )
-        scope = [] if task_names is None else [t.c.task_name.in_(task_names)]
-        stmt = (
-            sa.select(*self._cols)
-            .where(t.c.action == "run", t.c.run_id.is_not(None), ~closed, *scope)
-            .order_by(self._id)
-        )
-        found: dict[tuple[Any, Any], Row] = {}
+    def _run_pairs(self, stmt: Any) -> list[tuple[Row, Row | None]]:
+        """``(run row, closing row or None)`` pairs, as the records would give them,
+        from a select of the runs index."""
+        fields = self.schema.fields
+        runtime = fields.get("runtime")
+        as_delta = runtime is not None and runtime.kind == "timedelta"
+        keep = [n for n in ("start", "host", "process") if n in fields]
+        keep_end = [n for n in ("end",) if n in fields]
+        pairs: list[tuple[Row, Row | None]] = []
         with self.engine.connect() as conn:
-            for values in conn.execute(stmt):
-                row = dict(zip(self._names, values, strict=True))
-                found.setdefault((row["task_name"], row["run_id"]), row)
-        return list(found.values())
+            for row in conn.execute(stmt).mappings():
+                start: Row = {
+                    "task_name": row["task_name"], "run_id": row["run_id"],
+                    "action": "run", "created": row["created"],
+                }
+                for name in keep:
+                    start[name] = row.get(name)
+                end: Row | None = None
+                if row["outcome"] is not None:
+                    value = row["runtime"]
+                    if value is not None and as_delta:
+                        value = timedelta(seconds=value)
+                    end = {
+                        "task_name": row["task_name"], "run_id": row["run_id"],
+                        "action": row["outcome"], "created": row["closing_created"],
+                        "runtime": value,
+                    }
+                    for field in keep_end:
+                        end[field] = row.get(field)
+                pairs.append((start, end))
+        return pairs
+
+    def run_rows(
+        self,
+        *,
+        task_names: list[str] | None,
+        outcomes: list[str] | None,
+        running: bool,
+        low: float | None,
+        high: float | None,
+        bound: tuple[float, str, str] | None,
+        limit: int | None,
+    ) -> list[tuple[Row, Row | None]] | None:
+        """Runs newest start first from the runs index (see
+        :class:`tasklog.history.RunIndexQueries`); None without one."""
+        self._ensure_open()
+        runs = self._index()
+        if runs is None:
+            return None
+        i = runs.table
+        where: list[Any] = [i.c.created.is_not(None)]
+        if task_names is not None:
+            where.append(i.c.task_name.in_(task_names))
+        if outcomes is not None or running:
+            chosen = [i.c.outcome.in_(outcomes)] if outcomes else []
+            if running:
+                chosen.append(i.c.outcome.is_(None))
+            where.append(sa.or_(*chosen))
+        if low is not None:
+            where.append(i.c.created >= low)
+        if high is not None:
+            where.append(i.c.created <= high)
+        if bound is not None:
+            where.append(
+                sa.tuple_(i.c.created, i.c.task_name, i.c.run_id) < sa.tuple_(*bound)
+            )
+        stmt = sa.select(i).where(*where).order_by(
+            i.c.created.desc(), i.c.task_name.desc(), i.c.run_id.desc()
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return self._run_pairs(stmt)
+
+    def run_row(self, run_id: str) -> list[tuple[Row, Row | None]] | None:
+        """The run *run_id* from the runs index: a list of its pair (empty when
+        there is no such run); None without an index."""
+        self._ensure_open()
+        runs = self._index()
+        if runs is None:
+            return None
+        i = runs.table
+        stmt = (
+            sa.select(i)
+            .where(i.c.run_id == run_id, i.c.created.is_not(None))
+            .order_by(i.c.created, i.c.task_name)
+            .limit(1)
+        )
+        return self._run_pairs(stmt)
+
+    def open_run_rows(self, task_names: list[str] | None) -> list[Row] | None:
+        """Runs without a closing record, from the runs index (its ``(outcome,
+        created)`` index), as their ``run`` rows; None without an index."""
+        found = self.run_rows(
+            task_names=task_names, outcomes=None, running=True, low=None, high=None,
+            bound=None, limit=None,
+        )
+        return None if found is None else [start for start, _ in found]
 
     def aggregate_runs(
         self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
     ) -> list[Row] | None:
-        """Run figures computed in the database (see :func:`tasklog.history.aggregate_runs`).
+        """Run figures from the runs index (see :func:`tasklog.history.aggregate_runs`).
 
-        ``starts`` groups the ``run`` records by task and run id; for each, a
-        correlated subquery finds its first closing record's key through the
-        ``run_id`` index, and a join on the primary key reads that record, so
-        the cost grows with the history times a logarithm. ``ROW_NUMBER`` and
-        ``COUNT`` windows over the runtimes let the final ``GROUP BY`` pick
-        the nearest-rank percentiles. None (the generic path) for a table
-        without tasklog's key column.
+        Counts, sums and the maximum come from one ``GROUP BY`` over the
+        index's ``(task_name, outcome, ...)`` rows; each nearest-rank percentile
+        is one ``ORDER BY secs LIMIT 1 OFFSET k`` through the ``(task_name,
+        secs)`` index (walked from the nearer end). None without an index.
         """
         self._ensure_open()
-        from ..history import CLOSING_ACTIONS, FAILURES, OTHER
+        from ..history import FAILURES, OTHER
 
-        if self._id is None:
+        runs = self._index()
+        if runs is None:
             return None
-        t = self.table
-        scope: list[ColumnElement[bool]] = [t.c.run_id.is_not(None)]
+        i = runs.table
+        where: list[Any] = [i.c.created.is_not(None)]
         if task_name is not None:
-            scope.append(t.c.task_name == task_name)
-        starts = (
+            where.append(i.c.task_name == task_name)
+        if since is not None:
+            where.append(i.c.created >= since)
+        group = [i.c.task_name] if by_task else []
+        stmt = (
             sa.select(
-                t.c.task_name.label("task"),
-                t.c.run_id.label("run"),
-                sa.func.min(t.c.created).label("start"),
+                *group, i.c.outcome, sa.func.count(), sa.func.count(i.c.secs),
+                sa.func.sum(i.c.secs), sa.func.max(i.c.secs),
             )
-            .where(t.c.action == "run", *scope)
-            .group_by(t.c.task_name, t.c.run_id)
-            .subquery("starts")
+            .where(*where)
+            .group_by(*group, i.c.outcome)
         )
-        c = t.alias("c")
-        end_id = (
-            sa.select(sa.func.min(c.c[ID_COLUMN]))
-            .where(
-                c.c.run_id == starts.c.run,
-                c.c.task_name == starts.c.task,
-                c.c.action.in_(CLOSING_ACTIONS),
-            )
-            .scalar_subquery()
-        )
-        pairs = (
-            sa.select(starts.c.task, starts.c.start, end_id.label("end_id"))
-            .where(*([starts.c.start >= since] if since is not None else []))
-            .subquery("pairs")
-        )
-        e = t.alias("e")
-        numeric = ("timedelta", "float", "int")
-        end_runtime: Any = (
-            sa.type_coerce(e.c.runtime, sa.Double())
-            if "runtime" in e.c and self.schema.fields["runtime"].kind in numeric
-            else sa.cast(sa.null(), sa.Double())
-        )
-        runtime = sa.case(
-            (e.c.action.is_(None), sa.null()),
-            else_=sa.func.coalesce(end_runtime, e.c.created - pairs.c.start),
-        )
-        runs = (
-            sa.select(
-                pairs.c.task.label("task"),
-                e.c.action.label("outcome"),
-                sa.type_coerce(runtime, sa.Double()).label("runtime"),
-            )
-            .select_from(pairs.outerjoin(e, e.c[ID_COLUMN] == pairs.c.end_id))
-            .subquery("runs")
-        )
-        group = [runs.c.task] if by_task else []
-        open_last = sa.case((runs.c.runtime.is_(None), 1), else_=0)
-        ranked = sa.select(
-            runs.c.task,
-            runs.c.outcome,
-            runs.c.runtime,
-            sa.func.row_number()
-            .over(partition_by=group or None, order_by=(open_last, runs.c.runtime))
-            .label("rank"),
-            sa.func.count(runs.c.runtime).over(partition_by=group or None).label("n"),
-        ).subquery("ranked")
-
-        def tally(actions: tuple[str, ...]) -> Any:
-            hit = sa.case((ranked.c.outcome.in_(actions), 1), else_=0)
-            return sa.func.coalesce(sa.func.sum(hit), 0)
-
-        def percentile(percent: int) -> Any:
-            target = (ranked.c.n * percent + 99) // 100
-            return sa.func.max(sa.case((ranked.c.rank == target, ranked.c.runtime)))
-
-        stmt = sa.select(
-            ranked.c.task if by_task else sa.null(),
-            sa.func.count(),
-            tally(("success",)),
-            tally(FAILURES),
-            tally(OTHER),
-            sa.func.count(ranked.c.outcome),
-            sa.func.avg(ranked.c.runtime),
-            percentile(50),
-            percentile(95),
-            sa.func.max(ranked.c.runtime),
-        )
-        if by_task:
-            stmt = stmt.group_by(ranked.c.task).order_by(ranked.c.task)
+        figures: dict[Any, Row] = {}
+        with self.engine.connect() as conn:
+            for values in conn.execute(stmt):
+                task = values[0] if by_task else None
+                outcome, n, timed, total, longest = values[-5:]
+                row = figures.setdefault(task, {
+                    "task_name": task, "runs": 0, "successes": 0, "failures": 0, "other": 0,
+                    "finished": 0, "n": 0, "sum": 0.0, "max_runtime": None,
+                })
+                row["runs"] += n
+                if outcome is not None:
+                    row["finished"] += n
+                    row["successes"] += n if outcome == "success" else 0
+                    row["failures"] += n if outcome in FAILURES else 0
+                    row["other"] += n if outcome in OTHER else 0
+                if timed:
+                    row["n"] += timed
+                    row["sum"] += float(total)
+                    row["max_runtime"] = (
+                        float(longest) if row["max_runtime"] is None
+                        else max(row["max_runtime"], float(longest))
+                    )
+            if not by_task and None not in figures:
+                figures[None] = {
+                    "task_name": None, "runs": 0, "successes": 0, "failures": 0, "other": 0,
+                    "finished": 0, "n": 0, "sum": 0.0, "max_runtime": None,
+                }
+            wanted: list[tuple[Row, str, Any]] = []  # (row, figure, its scalar subquery)
+            for task, row in figures.items():
+                n = row.pop("n")
+                total = row.pop("sum")
+                row["mean_runtime"] = total / n if n else None
+                scope = [*where, i.c.secs.is_not(None)]
+                if by_task:
+                    scope.append(i.c.task_name == task)
+                for percent in (50, 95):
+                    row[f"p{percent}_runtime"] = None
+                    if n:
+                        nth = self._nth_runtime(i, scope, (percent * n + 99) // 100, n)
+                        wanted.append((row, f"p{percent}_runtime", nth))
+            for at in range(0, len(wanted), 200):  # every percentile in one round trip
+                part = wanted[at : at + 200]
+                values = conn.execute(sa.select(*(q for _, _, q in part))).one()
+                for (row, name, _), value in zip(part, values, strict=True):
+                    row[name] = float(value)
+        rows = sorted(figures.values(), key=lambda r: (r["task_name"] is not None,
+                                                        r["task_name"] or ""))
         names = ("task_name", "runs", "successes", "failures", "other", "finished",
                  "mean_runtime", "p50_runtime", "p95_runtime", "max_runtime")
-        with self.engine.connect() as conn:
-            rows = [dict(zip(names, row, strict=True)) for row in conn.execute(stmt)]
-        for row in rows:
-            for name in names[1:6]:
-                row[name] = int(row[name])
-            for name in names[6:]:
-                row[name] = None if row[name] is None else float(row[name])
-        return rows
+        return [{name: row[name] for name in names} for row in rows]
+
+    @staticmethod
+    def _nth_runtime(i: sa.Table, scope: list[Any], rank: int, n: int) -> Any:
+        """A scalar subquery: the *rank*-th smallest ``secs`` (1-based) of *n* in
+        *scope*, walking the index from the nearer end."""
+        if rank <= n - rank + 1:
+            order, offset = i.c.secs.asc(), rank - 1
+        else:
+            order, offset = i.c.secs.desc(), n - rank
+        stmt = sa.select(i.c.secs).where(*scope).order_by(order).limit(1).offset(offset)
+        return stmt.scalar_subquery()
+
+    def drop(self) -> None:
+        """Drop the store's tables from the database: the records and their runs
+        index (for tests and throwaway stores; the repository is unusable after)."""
+        with self.engine.begin() as conn:
+            if self._runs is not None:
+                self._runs.drop(conn)
+            self.table.drop(conn, checkfirst=True)
+        self._runs_ready = False
 
     def close(self) -> None:
         """Dispose of the engine if this repository created it."""
@@ -763,9 +886,6 @@ class SQLRepo(Repository[ModelT]):
             f"SQLRepo(url={self._url_text()!r}, table={self.table_name!r}, "
             f"model={self.model.__name__})"
         )
-
-
-
 
 
 # ------------------------------------------------------------------ registry

@@ -13,14 +13,14 @@ way is invalidated, as with ``Connection.execute``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["USE_FAST_PATHS", "InsertPlan", "insert", "plan_insert"]
 
@@ -115,39 +115,54 @@ def plan_insert(engine: Engine, table: sa.Table, names: Sequence[str]) -> Insert
     return InsertPlan(engine, table, names)
 
 
-def insert(engine: Engine, table: sa.Table, plan: InsertPlan, rows: list[Row]) -> None:
-    """Insert *rows* (dicts holding at least ``plan.names``) in one transaction."""
+def insert(
+    engine: Engine,
+    table: sa.Table,
+    plan: InsertPlan,
+    rows: list[Row],
+    then: Callable[[Connection, list[Row]], None] | None = None,
+) -> None:
+    """Insert *rows* (dicts holding at least ``plan.names``) in one transaction;
+    *then* (the runs index's upsert) runs in the same transaction after them."""
     with engine.begin() as conn:
-        if not plan.fast:
-            get = plan.values_of
-            names = plan.names
-            conn.execute(table.insert(), [dict(zip(names, get(row), strict=True)) for row in rows])
-            return
-        if plan.per_statement > 1:  # SQLite: multi-row VALUES, one statement per batch
-            step = plan.per_statement
-            for start in range(0, len(rows), step):
-                chunk = rows[start : start + step]
-                conn.exec_driver_sql(plan.values_sql(len(chunk)), plan.flat_params(chunk))
-            return
-        params = plan.params(rows)
-        if plan.copy_sql is None:
-            conn.exec_driver_sql(plan.sql, params)
-            return
-        dbapi_conn: Any = conn.connection.dbapi_connection
-        try:
-            with dbapi_conn.cursor() as cursor, cursor.copy(plan.copy_sql) as copy:
-                write = copy.write_row
-                for values in params:
-                    write(values)
-        except engine.dialect.loaded_dbapi.Error as err:
-            dialect = engine.dialect
-            lost = dialect.is_disconnect(err, dbapi_conn, None)
-            if lost:
-                conn.invalidate()
-            raise exc.DBAPIError.instance(
-                plan.copy_sql, None, err, dialect.loaded_dbapi.Error,
-                connection_invalidated=lost, dialect=dialect,
-            ) from None
+        _insert(engine, conn, table, plan, rows)
+        if then is not None:
+            then(conn, rows)
+
+
+def _insert(
+    engine: Engine, conn: Connection, table: sa.Table, plan: InsertPlan, rows: list[Row]
+) -> None:
+    if not plan.fast:
+        get = plan.values_of
+        names = plan.names
+        conn.execute(table.insert(), [dict(zip(names, get(row), strict=True)) for row in rows])
+        return
+    if plan.per_statement > 1:  # SQLite: multi-row VALUES, one statement per batch
+        step = plan.per_statement
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            conn.exec_driver_sql(plan.values_sql(len(chunk)), plan.flat_params(chunk))
+        return
+    params = plan.params(rows)
+    if plan.copy_sql is None:
+        conn.exec_driver_sql(plan.sql, params)
+        return
+    dbapi_conn: Any = conn.connection.dbapi_connection
+    try:
+        with dbapi_conn.cursor() as cursor, cursor.copy(plan.copy_sql) as copy:
+            write = copy.write_row
+            for values in params:
+                write(values)
+    except engine.dialect.loaded_dbapi.Error as err:
+        dialect = engine.dialect
+        lost = dialect.is_disconnect(err, dbapi_conn, None)
+        if lost:
+            conn.invalidate()
+        raise exc.DBAPIError.instance(
+            plan.copy_sql, None, err, dialect.loaded_dbapi.Error,
+            connection_invalidated=lost, dialect=dialect,
+        ) from None
 
 
 def _sqlite_variable_limit(engine: Engine) -> int:

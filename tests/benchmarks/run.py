@@ -80,7 +80,7 @@ def make_repo(store: str, workdir: Path, pg_url: str | None) -> tasklog.Reposito
 def drop(repo: tasklog.Repository[Any]) -> None:
     """Remove a PostgreSQL table; close the repository."""
     if isinstance(repo, SQLRepo) and repo.engine.dialect.name == "postgresql":
-        repo.table.drop(repo.engine, checkfirst=True)
+        repo.drop()
     repo.close()
 
 

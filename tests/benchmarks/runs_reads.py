@@ -1,6 +1,7 @@
 """Reads about runs as history grows (SPEC §4 targets; issue 10 item 4).
 
     python tests/benchmarks/runs_reads.py [N ...] [--stores memory,sqlite,postgresql] [--pg URL]
+        [--plot FILE.png]
 
 For each history size N (default 10,000 and 100,000 records) and store, writes
 N TaskRunRecords — 4 per run (``run``, two ``log``, a closing action; 50 tasks,
@@ -9,7 +10,10 @@ then prints the median of 5 timings (ms) of each read: ``stats()``,
 ``stats(since=1 day)``, ``list_runs()`` (one page), ``list_runs`` filtered by
 task, by outcome ``fail`` and by ``running``, ``get_run``, the CLI's ``tasks``
 (``latest_per_task``) and ``crash_candidates`` (what ``mark_crashed`` reads;
-nothing is marked: open runs are on another host). Runs from a clone alone.
+nothing is marked: open runs are on another host). Runs from a clone alone:
+``postgresql`` without ``--pg`` starts a throwaway server (tests/_postgres.py).
+``--plot`` draws each read's time against the history size (needs the
+``bench`` extra, matplotlib).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 
 import tasklog
 from tasklog import history
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TASKS = 50
 BATCH = 10_000
@@ -97,6 +103,29 @@ def main(argv: list[str]) -> None:
             pg = argv[i + 1]
             if "postgresql" not in stores:
                 stores.append("postgresql")
+    plot_to = argv[argv.index("--plot") + 1] if "--plot" in argv else None
+    server = None
+    if "postgresql" in stores and pg is None:
+        from _postgres import PostgresServer
+
+        server = PostgresServer()
+        server.start()
+        pg = server.url
+    try:
+        results = run(sizes, stores, pg)
+    finally:
+        if server is not None:
+            server.stop()
+    print_table(results)
+    if plot_to:
+        draw(results, plot_to)
+
+
+Results = dict[tuple[str, int], dict[str, float]]
+
+
+def run(sizes: list[int], stores: list[str], pg: str | None) -> Results:
+    """Write and measure each store at each size."""
     tmp = Path(tempfile.mkdtemp(prefix="tasklog-runs-"))
     results: dict[tuple[str, int], dict[str, float]] = {}
     for n in sizes:
@@ -115,7 +144,14 @@ def main(argv: list[str]) -> None:
             print(f"{store} {n:,}: written in {time.perf_counter() - started:.1f} s",
                   file=sys.stderr)
             results[(store, n)] = measure(repo, middle)
+            print(f"{store} {n:,}: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in results[(store, n)].items()), file=sys.stderr)
             repo.close()
+    return results
+
+
+def print_table(results: dict[tuple[str, int], dict[str, float]]) -> None:
+    """A markdown table: a row per read, a column per store and size."""
     names = list(next(iter(results.values())))
     header = "| read | " + " | ".join(f"{s} {n:,}" for s, n in results) + " |"
     print(header)
@@ -123,6 +159,27 @@ def main(argv: list[str]) -> None:
     for name in names:
         cells = " | ".join(f"{results[key][name]:.1f}" for key in results)
         print(f"| {name} | {cells} |")
+
+
+
+def draw(results: dict[tuple[str, int], dict[str, float]], path: str) -> None:
+    """Each read's median time against the history size, one panel per store."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stores = sorted({store for store, _ in results})
+    fig, axes = plt.subplots(1, len(stores), figsize=(5 * len(stores), 4), squeeze=False)
+    for ax, store in zip(axes[0], stores, strict=True):
+        sizes = sorted(n for s, n in results if s == store)
+        for name in results[(store, sizes[0])]:
+            ax.plot(sizes, [results[(store, n)][name] for n in sizes], marker="o", label=name)
+        ax.axhline(100, color="grey", linestyle="--", linewidth=1)
+        ax.set(xscale="log", yscale="log", title=store, xlabel="records", ylabel="ms (median of 5)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":

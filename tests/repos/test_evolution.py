@@ -54,7 +54,7 @@ def _file_store(request: pytest.FixtureRequest) -> str:
 
 def _drop(repo: Any) -> None:
     if isinstance(repo, SQLRepo) and repo.engine.dialect.name == "postgresql":
-        repo.table.drop(repo.engine, checkfirst=True)
+        repo.drop()
 
 
 class TestDefaultModel:

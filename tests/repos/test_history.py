@@ -276,7 +276,7 @@ class TestRegistry:
             assert not same_store(repo, open_repo("memory://"))
         finally:
             if store == "postgresql":
-                repo.table.drop(repo.engine, checkfirst=True)  # type: ignore[attr-defined]
+                repo.drop()  # type: ignore[attr-defined]
             repo.close()
 
     def test_unknown_scheme(self) -> None:

@@ -204,7 +204,7 @@ class TestKeywordArguments:
             repo.add({"task_name": "a", "action": "run", "created": 1.0})
             assert len(repo) == 1
         finally:
-            repo.table.drop(repo.engine)
+            repo.drop()
             repo.close()
 
     def test_url_and_conn_string_together(self) -> None:
@@ -301,7 +301,7 @@ class TestCreate:
         made = make_repo(store, model=MinimalRecord)
         repo = SQLRepo(made.engine, table=made.table_name, model=MinimalRecord,
                        if_missing="raise")
-        repo.table.drop(repo.engine)
+        repo.drop()
         assert not sa.inspect(repo.engine).has_table(repo.table_name)
         repo.create()
         inspector = sa.inspect(repo.engine)
@@ -327,7 +327,7 @@ def test_sqlite_file_readable_without_tasklog(tmp_path: Path) -> None:
     """create() makes a table other programs can read at once (no record needed)."""
     path = tmp_path / "app.db"
     repo = SQLRepo(conn_string=f"sqlite:///{path}", table="tasks", model=MinimalRecord)
-    repo.table.drop(repo.engine)
+    repo.drop()
     repo.create()
     with sqlite3.connect(path) as conn:
         cols = [row[1] for row in conn.execute("PRAGMA table_info(tasks)")]

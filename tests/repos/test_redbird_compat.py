@@ -179,7 +179,7 @@ class TestCreate:
     def test_create_remakes_a_missing_table(self, make_repo: RepoFactory) -> None:
         """An SQL table dropped under the repo is made again."""
         repo = make_repo("sqlite")
-        repo.table.drop(repo.engine)
+        repo.drop()
         repo.create()
         repo.add(_record(1))
         assert 1 == len(repo)

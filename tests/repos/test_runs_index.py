@@ -1,0 +1,205 @@
+"""The SQL stores' runs index (``tasklog/repos/sql_runs.py``).
+
+The index is a derived copy: after any sequence of writes, deletes, updates
+and prunes it must hold exactly what rebuilding it from the records gives,
+and every read about runs must answer as the memory store (which reads the
+records themselves) answers for the same history.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from conftest import RepoFactory
+
+import tasklog
+from tasklog import MinimalRunRecord, TaskRunRecord, history
+from tasklog.repos.sql import SQLRepo
+
+SQL_STORES = ("sqlite", "postgresql")
+NOW = 1_800_000_000.0
+
+
+def random_history(seed: int, runs: int = 60) -> list[list[dict[str, Any]]]:
+    """Batches of records of *runs* runs over 4 tasks, in a shuffled order, with
+    repeated run records, two closings, runs left open, runtimes missing."""
+    rnd = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    for i in range(runs):
+        task = f"task-{i % 4}"
+        run_id = f"r{i:03d}" if i % 7 else "shared"  # one run id in several tasks
+        start = NOW - 3600 + i * 30 + rnd.random()
+        base = {"task_name": task, "run_id": run_id, "host": f"h{i % 3}", "process": 100 + i}
+        rows.append({**base, "action": "run", "created": start})
+        if rnd.random() < 0.1:  # logged twice: the earlier one counts
+            rows.append({**base, "action": "run", "created": start - 5, "host": "earlier"})
+        rows.append({**base, "action": "log", "created": start + 1, "message": "working"})
+        if rnd.random() < 0.8:
+            outcome = rnd.choice(("success", "success", "fail", "inaction", "terminate"))
+            runtime = None if rnd.random() < 0.3 else timedelta(seconds=rnd.randint(1, 99))
+            rows.append({**base, "action": outcome, "created": start + 2, "runtime": runtime})
+            if rnd.random() < 0.1:  # a second closing: the first one stored counts
+                rows.append({**base, "action": "crash", "created": start + 3})
+    rnd.shuffle(rows)
+    batches = []
+    while rows:
+        size = rnd.randint(1, 25)
+        batches.append(rows[:size])
+        rows = rows[size:]
+    return batches
+
+
+def index_rows(repo: SQLRepo[Any]) -> list[tuple[Any, ...]]:
+    """The runs index's rows, sorted (times rounded against float noise)."""
+    runs = repo._index()
+    assert runs is not None
+    with repo.engine.connect() as conn:
+        rows = conn.execute(sa.select(runs.table)).all()
+    return sorted(
+        tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows
+    )
+
+
+def rebuilt_rows(repo: SQLRepo[Any]) -> list[tuple[Any, ...]]:
+    """The index rows made from the records alone (the index dropped first)."""
+    runs = repo._index()
+    assert runs is not None
+    runs.drop(repo.engine)
+    runs.ensure(repo.engine)
+    return index_rows(repo)
+
+
+def answers(repo: tasklog.Repository[Any]) -> dict[str, Any]:
+    """What the reads about runs say of *repo*."""
+    every = history.list_runs(repo, limit=None)
+    pages: list[Any] = []
+    cursor = None
+    while True:
+        page = history.list_runs(repo, limit=7, before=cursor)
+        pages.extend(page)
+        if len(page) < 7:
+            break
+        cursor = page[-1].cursor
+    figures = tasklog.stats(repo)
+    return {
+        "runs": [(r.task_name, r.run_id, r.start, r.end, r.runtime, r.outcome, r.host)
+                 for r in every],
+        "pages": [(r.task_name, r.run_id) for r in pages],
+        "fail": [r.run_id for r in history.list_runs(repo, outcome=["fail", "crash"])],
+        "running": [r.run_id for r in history.list_runs(repo, outcome="running",
+                                                         task_name=["task-1", "task-2"])],
+        "window": [r.run_id for r in history.list_runs(repo, since=NOW - 3000, until=NOW - 2000)],
+        "get": [(r.task_name, r.outcome) for r in
+                filter(None, (history.get_run(repo, rid) for rid in ("shared", "r001", "r013")))],
+        "open": sorted((r.task_name, r.run_id) for r in history.open_runs(repo)),
+        "stats": figures,
+        "stats_task": tasklog.stats(repo, task_name="task-2"),
+        "stats_since": tasklog.stats(repo, since=NOW - 1800),
+    }
+
+
+def both(make_repo: RepoFactory, store: str) -> tuple[SQLRepo[Any], tasklog.Repository[Any]]:
+    sql = make_repo(store, model=TaskRunRecord)
+    assert isinstance(sql, SQLRepo)
+    return sql, make_repo("memory", model=TaskRunRecord)
+
+
+def write(repos: tuple[tasklog.Repository[Any], ...], batches: list[list[dict[str, Any]]]) -> None:
+    for batch in batches:
+        for repo in repos:
+            repo.add_many([dict(row) for row in batch])
+
+
+@pytest.mark.parametrize("store", SQL_STORES)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_index_kept_by_writes_equals_one_rebuilt(
+    make_repo: RepoFactory, store: str, seed: int
+) -> None:
+    """Batches in any order (run records after their closings, duplicates):
+    the index folded batch by batch is the index built from the records, and
+    the runs read from it are the memory store's."""
+    sql, memory = both(make_repo, store)
+    write((sql, memory), random_history(seed))
+    kept = index_rows(sql)
+    assert kept, "the history has runs"
+    assert kept == rebuilt_rows(sql)
+    assert answers(sql) == answers(memory)
+
+
+@pytest.mark.parametrize("store", SQL_STORES)
+def test_deletes_updates_and_prunes_keep_the_index_true(
+    make_repo: RepoFactory, store: str
+) -> None:
+    """Each change to the records recomputes the runs it touched, in its transaction."""
+    sql, memory = both(make_repo, store)
+    write((sql, memory), random_history(4))
+    changes = [
+        lambda r: r.filter_by(run_id="r003", action="run").delete(),  # a run loses its start
+        lambda r: r.filter_by(run_id="r005").delete(),  # a whole run goes
+        lambda r: r.filter_by(run_id="r009", action="success").update(action="fail"),
+        lambda r: r.filter_by(run_id="r010").update(run_id="moved"),  # keys move
+        lambda r: r.filter_by(run_id="r011").update(task_name="task-9"),
+        lambda r: r.filter_by(run_id="r012", action="log").update(message="no index change"),
+        lambda r: r.filter_by(action="terminate").delete(),  # runs reopen
+        lambda r: r.prune(keep_runs=9),
+        lambda r: r.prune(older_than=NOW - 2500),
+    ]
+    for change in changes:
+        assert change(sql) == change(memory)
+        assert index_rows(sql) == rebuilt_rows(sql)
+        assert answers(sql) == answers(memory)
+
+
+@pytest.mark.parametrize("store", SQL_STORES)
+def test_missing_index_is_built_from_the_records(
+    make_repo: RepoFactory, store: str
+) -> None:
+    """A store written before the index existed (its table dropped here) gets
+    one on first use, with every run; a records table dropped and made again
+    under an old index does not inherit its runs."""
+    sql, memory = both(make_repo, store)
+    write((sql, memory), random_history(5))
+    expected = answers(memory)
+    runs = sql._index()
+    assert runs is not None
+    runs.drop(sql.engine)
+    assert not runs.exists(sql.engine)
+    reopened = SQLRepo(sql.engine, table=sql.table_name, model=TaskRunRecord)
+    try:
+        assert answers(reopened) == expected
+        assert runs.exists(sql.engine)
+    finally:
+        reopened.close()
+    sql.table.drop(sql.engine)  # the records go, the index stays behind
+    fresh = SQLRepo(sql.engine, table=sql.table_name, model=TaskRunRecord)
+    try:
+        assert [] == history.list_runs(fresh)
+        assert 0 == tasklog.stats(fresh).total.runs
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("store", SQL_STORES)
+def test_richer_model_widens_the_index(make_repo: RepoFactory, store: str) -> None:
+    """An index made for ``MinimalRunRecord`` (no host) is made again with the
+    columns ``TaskRunRecord`` adds, so the runs show their host."""
+    sql = make_repo(store, model=MinimalRunRecord)
+    sql.add_many([
+        {"task_name": "t", "run_id": "a", "action": "run", "created": NOW},
+        {"task_name": "t", "run_id": "a", "action": "success", "created": NOW + 1},
+    ])
+    assert ["success"] == [r.outcome for r in history.list_runs(sql)]
+    wide = SQLRepo(sql.engine, table=sql.table_name, model=TaskRunRecord)
+    try:
+        wide.add_many([{"task_name": "t", "run_id": "b", "action": "run", "created": NOW + 2,
+                        "host": "box"}])
+        found = {r.run_id: r for r in history.list_runs(wide)}
+        assert {"a", "b"} == set(found)
+        assert "box" == found["b"].host
+        assert found["b"].running
+    finally:
+        wide.close()
