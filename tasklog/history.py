@@ -57,6 +57,7 @@ __all__ = [
     "process_gone",
     "record_json",
     "require_run_fields",
+    "run_figures",
     "summarize_runs",
     "write_crashes",
 ]
@@ -134,6 +135,11 @@ class RunIndexQueries(Protocol):
 
     def run_row(self, run_id: str) -> list[RunPair] | None:
         """The run *run_id* (a list of one pair, or empty)."""
+
+    def run_figures(
+        self, *, task_name: str | None, since: float | None
+    ) -> tuple[list[Row], Row] | None:
+        """:func:`run_figures`' answer: rows per task and the total, in one pass."""
 
 
 def require_run_fields(repo: Repository[Any]) -> None:
@@ -780,6 +786,26 @@ def summarize_runs(
             "max_runtime": times[-1] if n else None,
         })
     return rows
+
+
+def run_figures(
+    repo: Repository[Any], *, task_name: str | None = None, since: float | None = None
+) -> tuple[list[Row], Row]:
+    """:func:`aggregate_runs` per task and in total (what ``tasklog.stats``
+    shows): a store with a runs index reads it once for both.
+
+    Raises:
+        ConfigError: the model has no ``run_id``.
+    """
+    require_run_fields(repo)
+    repo.sync()
+    if isinstance(repo, RunIndexQueries):
+        fast = repo.run_figures(task_name=task_name, since=since)
+        if fast is not None:
+            return fast
+    per_task = aggregate_runs(repo, task_name=task_name, since=since, by_task=True)
+    total = aggregate_runs(repo, task_name=task_name, since=since, by_task=False)
+    return per_task, total[0]
 
 
 def aggregate_runs(

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .history import aggregate_runs, mark_crashed
+from .history import mark_crashed, run_figures
 from .repos import Repository
 from .repos.base import Row, cutoff_timestamp
 
@@ -118,7 +118,6 @@ def stats(
         ValueError: the model has no ``run_id`` (or another run field).
     """
     start = cutoff_timestamp(since)
-    per_task = aggregate_runs(repo, task_name=task_name, since=start, by_task=True)
-    total = aggregate_runs(repo, task_name=task_name, since=start, by_task=False)
+    per_task, total = run_figures(repo, task_name=task_name, since=start)
     tasks = {str(row["task_name"]): TaskStats.from_row(row) for row in per_task}
-    return Stats(tasks=tasks, total=TaskStats.from_row(total[0]))
+    return Stats(tasks=tasks, total=TaskStats.from_row(total))

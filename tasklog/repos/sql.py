@@ -773,12 +773,26 @@ class SQLRepo(Repository[ModelT]):
     def aggregate_runs(
         self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
     ) -> list[Row] | None:
-        """Run figures from the runs index (see :func:`tasklog.history.aggregate_runs`).
+        """Run figures from the runs index (see :func:`tasklog.history.aggregate_runs`);
+        None without an index."""
+        found = self.run_figures(task_name=task_name, since=since, by_task=by_task)
+        if found is None:
+            return None
+        per_task, total = found
+        return per_task if by_task else [total]
 
-        Counts, sums and the maximum come from one ``GROUP BY`` over the
-        index's ``(task_name, outcome, ...)`` rows; each nearest-rank percentile
-        is one ``ORDER BY secs LIMIT 1 OFFSET k`` through the ``(task_name,
-        secs)`` index (walked from the nearer end). None without an index.
+    def run_figures(
+        self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
+    ) -> tuple[list[Row], Row] | None:
+        """Run figures per task (empty unless *by_task*) and in total, from the runs
+        index (see :func:`tasklog.history.run_figures`); None without an index.
+
+        Counts, sums and maxima come from one ``GROUP BY task_name, outcome``
+        that reads only the index's ``(task_name, outcome, created, secs)``
+        index; the total adds them up. Each nearest-rank percentile is an
+        ``ORDER BY secs LIMIT 1 OFFSET k`` through the ``(task_name, secs)``
+        or ``(secs)`` index, walked from the nearer end, all of them in one
+        statement.
         """
         self._ensure_open()
         from ..history import FAILURES, OTHER
@@ -792,65 +806,62 @@ class SQLRepo(Repository[ModelT]):
             where.append(i.c.task_name == task_name)
         if since is not None:
             where.append(i.c.created >= since)
-        group = [i.c.task_name] if by_task else []
         stmt = (
             sa.select(
-                *group, i.c.outcome, sa.func.count(), sa.func.count(i.c.secs),
+                i.c.task_name, i.c.outcome, sa.func.count(), sa.func.count(i.c.secs),
                 sa.func.sum(i.c.secs), sa.func.max(i.c.secs),
             )
             .where(*where)
-            .group_by(*group, i.c.outcome)
+            .group_by(i.c.task_name, i.c.outcome)
         )
-        figures: dict[Any, Row] = {}
+
+        def blank(task: str | None) -> Row:
+            return {"task_name": task, "runs": 0, "successes": 0, "failures": 0, "other": 0,
+                    "finished": 0, "n": 0, "sum": 0.0, "max_runtime": None}
+
+        total = blank(None)
+        figures: dict[str, Row] = {}
         with self.engine.connect() as conn:
-            for values in conn.execute(stmt):
-                task = values[0] if by_task else None
-                outcome, n, timed, total, longest = values[-5:]
-                row = figures.setdefault(task, {
-                    "task_name": task, "runs": 0, "successes": 0, "failures": 0, "other": 0,
-                    "finished": 0, "n": 0, "sum": 0.0, "max_runtime": None,
-                })
-                row["runs"] += n
-                if outcome is not None:
-                    row["finished"] += n
-                    row["successes"] += n if outcome == "success" else 0
-                    row["failures"] += n if outcome in FAILURES else 0
-                    row["other"] += n if outcome in OTHER else 0
-                if timed:
-                    row["n"] += timed
-                    row["sum"] += float(total)
-                    row["max_runtime"] = (
-                        float(longest) if row["max_runtime"] is None
-                        else max(row["max_runtime"], float(longest))
-                    )
-            if not by_task and None not in figures:
-                figures[None] = {
-                    "task_name": None, "runs": 0, "successes": 0, "failures": 0, "other": 0,
-                    "finished": 0, "n": 0, "sum": 0.0, "max_runtime": None,
-                }
+            for task, outcome, n, timed, seconds, longest in conn.execute(stmt):
+                targets = [total, figures.setdefault(task, blank(task))] if by_task else [total]
+                for row in targets:
+                    row["runs"] += n
+                    if outcome is not None:
+                        row["finished"] += n
+                        row["successes"] += n if outcome == "success" else 0
+                        row["failures"] += n if outcome in FAILURES else 0
+                        row["other"] += n if outcome in OTHER else 0
+                    if timed:
+                        row["n"] += timed
+                        row["sum"] += float(seconds)
+                        row["max_runtime"] = (
+                            float(longest) if row["max_runtime"] is None
+                            else max(row["max_runtime"], float(longest))
+                        )
+            # secs is set only for runs with a run record, so "created IS NOT
+            # NULL" is implied and the percentiles read only the secs indexes
+            timed_scope = [i.c.secs.is_not(None), *where[1:]]
             wanted: list[tuple[Row, str, Any]] = []  # (row, figure, its scalar subquery)
-            for task, row in figures.items():
+            for row in [*figures.values(), total]:
                 n = row.pop("n")
-                total = row.pop("sum")
-                row["mean_runtime"] = total / n if n else None
-                scope = [*where, i.c.secs.is_not(None)]
-                if by_task:
-                    scope.append(i.c.task_name == task)
+                row["mean_runtime"] = row.pop("sum") / n if n else None
+                scope = list(timed_scope)
+                if row["task_name"] is not None and task_name is None:
+                    scope.append(i.c.task_name == row["task_name"])
                 for percent in (50, 95):
                     row[f"p{percent}_runtime"] = None
                     if n:
                         nth = self._nth_runtime(i, scope, (percent * n + 99) // 100, n)
                         wanted.append((row, f"p{percent}_runtime", nth))
-            for at in range(0, len(wanted), 200):  # every percentile in one round trip
+            for at in range(0, len(wanted), 200):  # the percentiles in one round trip
                 part = wanted[at : at + 200]
                 values = conn.execute(sa.select(*(q for _, _, q in part))).one()
                 for (row, name, _), value in zip(part, values, strict=True):
                     row[name] = float(value)
-        rows = sorted(figures.values(), key=lambda r: (r["task_name"] is not None,
-                                                        r["task_name"] or ""))
         names = ("task_name", "runs", "successes", "failures", "other", "finished",
                  "mean_runtime", "p50_runtime", "p95_runtime", "max_runtime")
-        return [{name: row[name] for name in names} for row in rows]
+        per_task = [{name: figures[task][name] for name in names} for task in sorted(figures)]
+        return per_task, {name: total[name] for name in names}
 
     @staticmethod
     def _nth_runtime(i: sa.Table, scope: list[Any], rank: int, n: int) -> Any:

@@ -5,7 +5,8 @@ closing record: the run record's ``created`` (the earliest, when a run was
 logged twice), its ``start``, ``host`` and ``process``; the first closing
 record's action (``outcome``), ``created`` (``closing_created``), ``end`` and
 ``runtime`` (seconds); and ``secs``, the runtime the figures use (``runtime``,
-else the closing record's ``created`` minus the run record's). Optional
+else the closing record's ``created`` minus the run record's; NULL for a run
+without a run record, which the figures leave out). Optional
 columns exist where the records table has them.
 
 The records stay the source of truth. :meth:`RunsIndex.upsert` folds a batch
@@ -84,6 +85,8 @@ class RunsIndex:
             sa.Index(f"ix_{name}_outcome_created", "outcome", "created"),
             sa.Index(f"ix_{name}_task_secs", "task_name", "secs"),
             sa.Index(f"ix_{name}_secs", "secs"),
+            # covers the figures' GROUP BY task_name, outcome (read without the table)
+            sa.Index(f"ix_{name}_figures", "task_name", "outcome", "created", "secs"),
             sa.Index(f"ix_{name}_run_id", "run_id"),
         ]
         self.table = sa.Table(name, metadata, *columns, *indexes)
@@ -104,6 +107,8 @@ class RunsIndex:
         if self.exists(engine):
             have = {col["name"] for col in sa.inspect(engine).get_columns(self.table.name)}
             if set(self.names) <= have and not self._orphaned(engine):
+                for index in self.table.indexes:  # one added by a later version
+                    index.create(engine, checkfirst=True)
                 return
             # made for a model with fewer fields, or left by a dropped records
             # table: made again, from the records
@@ -172,7 +177,7 @@ class RunsIndex:
             else sa.cast(sa.null(), sa.Double())
         )
         secs = sa.case(
-            (e2.c.action.is_(None), sa.null()),
+            (sa.or_(e2.c.action.is_(None), r2.c.created.is_(None)), sa.null()),
             else_=sa.func.coalesce(runtime, e2.c.created - r2.c.created),
         )
         values: dict[str, Any] = {
@@ -230,7 +235,7 @@ class RunsIndex:
                     if name in _FROM_CLOSING:
                         entry[name] = row.get(name)
         for entry in found.values():
-            if entry["outcome"] is not None:
+            if entry["outcome"] is not None and entry["created"] is not None:
                 if entry["runtime"] is not None:
                     entry["secs"] = float(entry["runtime"])
                 elif entry["created"] is not None and entry["closing_created"] is not None:
@@ -265,7 +270,7 @@ class RunsIndex:
             for name in ("created", "outcome", "closing_created", "runtime", *self.optional)
         }
         secs = sa.case(
-            (final["outcome"].is_(None), sa.null()),
+            (sa.or_(final["outcome"].is_(None), final["created"].is_(None)), sa.null()),
             else_=sa.func.coalesce(final["runtime"], final["closing_created"] - final["created"]),
         )
         self._upsert = stmt.on_conflict_do_update(
