@@ -252,11 +252,14 @@ class SQLRepo(Repository[ModelT]):
         self._runs_ready = False
 
     def _index(self) -> RunsIndex | None:
-        """The runs index, made (and filled from the records) on first use."""
+        """The runs index, made (and filled from the records) on first use, and
+        brought up to date with the records stored since it was last read."""
         runs = self._runs
-        if runs is not None and not self._runs_ready:
-            runs.ensure(self.engine)
-            self._runs_ready = True
+        if runs is not None:
+            if not self._runs_ready:
+                runs.ensure(self.engine)
+                self._runs_ready = True
+            runs.catch_up(self.engine)
         return runs
 
     def _adopt_model(self, previous: Schema) -> None:
@@ -485,8 +488,8 @@ class SQLRepo(Repository[ModelT]):
         plan = self._insert_plan
         if plan is None:
             plan = self._insert_plan = plan_insert(self.engine, self.table, self._names)
-        runs = self._index()
-        insert(self.engine, self.table, plan, rows, runs.upsert if runs is not None else None)
+        runs = self._runs
+        insert(self.engine, self.table, plan, rows, runs.writing if runs is not None else None)
 
     def is_transient(self, error: BaseException) -> bool:
         """Whether *error* means the database is unreachable or busy (worth retrying)."""

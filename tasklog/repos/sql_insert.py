@@ -120,14 +120,14 @@ def insert(
     table: sa.Table,
     plan: InsertPlan,
     rows: list[Row],
-    then: Callable[[Connection, list[Row]], None] | None = None,
+    first: Callable[[Connection], None] | None = None,
 ) -> None:
     """Insert *rows* (dicts holding at least ``plan.names``) in one transaction;
-    *then* (the runs index's upsert) runs in the same transaction after them."""
+    *first* (the runs index's writer lock) runs in it before them."""
     with engine.begin() as conn:
+        if first is not None:
+            first(conn)
         _insert(engine, conn, table, plan, rows)
-        if then is not None:
-            then(conn, rows)
 
 
 def _insert(

@@ -9,20 +9,27 @@ else the closing record's ``created`` minus the run record's; NULL for a run
 without a run record, which the figures leave out). Optional
 columns exist where the records table has them.
 
-The records stay the source of truth. :meth:`RunsIndex.upsert` folds a batch
-into the index in the transaction that inserts it (``INSERT ... ON CONFLICT
-DO UPDATE``: the earliest run record and the first closing record win
-whatever the order batches arrive in); :meth:`RunsIndex.refresh` recomputes
-the runs a delete or an update touched (the store learns which from the
-statement's ``RETURNING``), from the records, in the same transaction;
-:meth:`RunsIndex.build` fills a missing index from the records (a store
-written by an older version). Reads about runs
-(:mod:`tasklog.history`) then answer from indexed queries over runs instead
-of the records.
+The records stay the source of truth, and writing them costs nothing more:
+the index is brought up to date when it is read. ``<table>_runs_state``
+holds the highest record key folded in; :meth:`RunsIndex.catch_up` reads the
+run and closing records stored since (a range of the records' primary key),
+in key order, folds them into one entry per run and upserts those (``INSERT
+... ON CONFLICT DO UPDATE``: the earliest run record and the first closing
+record win), and moves the mark, in one transaction. Record keys are handed
+out in commit order on SQLite (one writer at a time); on a database server a
+writer's transaction holds a shared advisory lock (:meth:`RunsIndex.writing`)
+and the catch-up takes it exclusively, so no record below the mark can still
+be in flight. :meth:`RunsIndex.refresh` recomputes the runs a delete or an
+update touched (the store learns which from the statement's ``RETURNING``)
+from their records, in its transaction; :meth:`RunsIndex.ensure` builds a
+missing index by folding every record (a store written by an older
+version). Reads about runs (:mod:`tasklog.history`) then answer from indexed
+queries over runs instead of the records.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -31,21 +38,21 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = ["CLOSING", "RunsIndex"]
 
-Row = dict[str, Any]
 CLOSING: tuple[str, ...] = (
     "success", "fail", "crash", "inaction", "terminate", "missed", "skipped"
 )
 """The closing actions (the same as :data:`tasklog.history.CLOSING_ACTIONS`)."""
+Row = dict[str, Any]
 _CLOSING = frozenset(CLOSING)
+_CHUNK = 5000
+"""Records folded per statement."""
 _FROM_RUN = ("start", "host", "process")
 """Optional columns taken from the run record."""
 _FROM_CLOSING = ("end",)
 """Optional columns taken from the closing record (besides runtime)."""
-_NUMERIC = ("timedelta", "float", "int")
 
 
 class RunsIndex:
@@ -90,6 +97,12 @@ class RunsIndex:
             sa.Index(f"ix_{name}_run_id", "run_id"),
         ]
         self.table = sa.Table(name, metadata, *columns, *indexes)
+        self.state = sa.Table(
+            f"{name}_state", metadata, sa.Column("folded", sa.BigInteger())
+        )
+        """One row: the highest record key folded into the index."""
+        self.lock_key = zlib.crc32(name.encode()) - 2**31
+        """The advisory lock of the catch-up on a database server."""
         self.names = [col.name for col in self.table.columns]
         self._upsert: Any = None
         self._dialect = ""
@@ -109,16 +122,23 @@ class RunsIndex:
             if set(self.names) <= have and not self._orphaned(engine):
                 for index in self.table.indexes:  # one added by a later version
                     index.create(engine, checkfirst=True)
-                return
-            # made for a model with fewer fields, or left by a dropped records
-            # table: made again, from the records
+                if sa.inspect(engine).has_table(self.state.name):
+                    return
             stale = True
+            # made for a model with fewer fields, left by a dropped records
+            # table, or by a version without the mark: made again, from the records
         try:
             with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(self.lock_key)))
                 if stale:
                     self.drop(conn)
                 self.table.create(conn)
-                self.build(conn)
+                self.state.create(conn, checkfirst=True)
+                top = conn.execute(sa.select(sa.func.max(self.id))).scalar()
+                if top is not None:
+                    self._fold(conn, [self.id <= top])
+                self._set_mark(conn, top)
         except exc.DatabaseError:
             if not self.exists(engine):
                 raise
@@ -134,70 +154,65 @@ class RunsIndex:
     def drop(self, engine: Engine | Connection) -> None:
         """Drop the index table (when it exists)."""
         sa.Table(self.table.name, sa.MetaData()).drop(engine, checkfirst=True)
+        self.state.drop(engine, checkfirst=True)
 
-    def build(self, conn: Connection, keys: sa.Table | None = None) -> None:
-        """Insert the index rows computed from the records (of the runs in *keys*,
-        a table of ``task_name, run_id``, or of every run)."""
+    def _fold(self, conn: Connection, where: list[Any], keys: set[tuple[Any, Any]] | None = None,
+              ) -> None:
+        """Fold the run and closing records matching *where* (of the runs *keys*
+        only, when given) into the index, in key order, a chunk at a time."""
         t = self.records
-        scope: list[ColumnElement[bool]] = [
-            t.c.run_id.is_not(None), t.c.action.in_(("run", *CLOSING))
-        ]
-        if keys is not None:
-            scope.append(sa.tuple_(t.c.task_name, t.c.run_id).in_(
-                sa.select(keys.c.task_name, keys.c.run_id)
-            ))
-        k = (
-            sa.select(t.c.task_name, t.c.run_id)
-            .where(*scope)
-            .group_by(t.c.task_name, t.c.run_id)
-            .subquery("k")
+        names = ["task_name", "run_id", "action", "created", *self.optional]
+        if self.has_runtime:
+            names.append("runtime")
+        stmt = (
+            sa.select(*(t.c[n] for n in names))
+            .where(t.c.run_id.is_not(None), t.c.action.in_(("run", *CLOSING)), *where)
+            .order_by(self.id)
         )
-        r, e = t.alias("r"), t.alias("e")
-        rid = r.c[self.id.name]
-        eid = e.c[self.id.name]
-        first_run = (
-            sa.select(rid)
-            .where(r.c.task_name == k.c.task_name, r.c.run_id == k.c.run_id, r.c.action == "run")
-            .order_by(r.c.created, rid)
-            .limit(1)
-            .scalar_subquery()
-        )
-        first_end = (
-            sa.select(sa.func.min(eid))
-            .where(e.c.task_name == k.c.task_name, e.c.run_id == k.c.run_id,
-                   e.c.action.in_(CLOSING))
-            .scalar_subquery()
-        )
-        pairs = sa.select(
-            k.c.task_name, k.c.run_id, first_run.label("rid"), first_end.label("eid")
-        ).subquery("p")
-        r2, e2 = t.alias("r2"), t.alias("e2")
-        runtime: Any = (
-            sa.type_coerce(e2.c.runtime, sa.Double()) if self.has_runtime
-            else sa.cast(sa.null(), sa.Double())
-        )
-        secs = sa.case(
-            (sa.or_(e2.c.action.is_(None), r2.c.created.is_(None)), sa.null()),
-            else_=sa.func.coalesce(runtime, e2.c.created - r2.c.created),
-        )
-        values: dict[str, Any] = {
-            "task_name": pairs.c.task_name,
-            "run_id": pairs.c.run_id,
-            "created": r2.c.created,
-            "outcome": e2.c.action,
-            "closing_created": e2.c.created,
-            "runtime": runtime,
-            "secs": secs,
-        }
-        for name in self.optional:
-            values[name] = (r2 if name in _FROM_RUN else e2).c[name]
-        select = sa.select(*values.values()).select_from(
-            pairs.outerjoin(r2, r2.c[self.id.name] == pairs.c.rid)
-            .outerjoin(e2, e2.c[self.id.name] == pairs.c.eid)
-        )
-        conn.execute(self.table.insert().from_select(list(values), select))
+        chunk: list[Row] = []
+        for values in conn.execute(stmt):
+            row = dict(zip(names, values, strict=True))
+            if keys is not None and (row["task_name"], row["run_id"]) not in keys:
+                continue
+            chunk.append(row)
+            if len(chunk) >= _CHUNK:
+                self.upsert(conn, chunk)
+                chunk = []
+        if chunk:
+            self.upsert(conn, chunk)
 
-    # -------------------------------------------------------------- writes
+    # ------------------------------------------------------ keeping it true
+    def writing(self, conn: Connection) -> None:
+        """Called first in each transaction that inserts records: on a database
+        server, take the shared side of the catch-up's lock."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(self.lock_key)))
+
+    def catch_up(self, engine: Engine) -> None:
+        """Fold the records stored since the last call into the index."""
+        with engine.connect() as conn:  # the common case: nothing new, no lock
+            mark = conn.execute(sa.select(self.state.c.folded)).scalar()
+            top = conn.execute(sa.select(sa.func.max(self.id))).scalar()
+        if top is None or (mark is not None and top <= mark):
+            return
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(self.lock_key)))
+            # the first statement writes, so SQLite takes its write lock (waiting
+            # for it) before it reads the mark: one catch-up at a time
+            conn.execute(self.state.update().values(folded=self.state.c.folded))
+            mark = conn.execute(sa.select(self.state.c.folded)).scalar()
+            top = conn.execute(sa.select(sa.func.max(self.id))).scalar()
+            if top is None or (mark is not None and top <= mark):
+                return
+            floor = [self.id > mark] if mark is not None else []
+            self._fold(conn, [*floor, self.id <= top])
+            self._set_mark(conn, top)
+
+    def _set_mark(self, conn: Connection, top: Any) -> None:
+        if conn.execute(self.state.update().values(folded=top)).rowcount == 0:
+            conn.execute(self.state.insert().values(folded=top))
+
     def entries(self, rows: Iterable[Row]) -> list[Row]:
         """The index rows a batch brings: one per run, its earliest run record and
         its first closing record within the batch."""
@@ -284,22 +299,12 @@ class RunsIndex:
         the records, in *conn*'s transaction (after a delete or an update)."""
         if not keys:
             return
-        t = self.records
-        meta = sa.MetaData()
-        touched = sa.Table(
-            "tasklog_touched_runs", meta,
-            sa.Column("task_name", t.c.task_name.type), sa.Column("run_id", t.c.run_id.type),
-            prefixes=["TEMPORARY"],
-        )
-        touched.create(conn)
-        try:
-            conn.execute(
-                touched.insert(), [{"task_name": task, "run_id": run} for task, run in keys]
-            )
-            pair = sa.tuple_(self.table.c.task_name, self.table.c.run_id)
-            conn.execute(self.table.delete().where(
-                pair.in_(sa.select(touched.c.task_name, touched.c.run_id))
+        i, t = self.table, self.records
+        ids = sorted({run_id for _, run_id in keys})
+        for at in range(0, len(ids), 500):  # through the run_id indexes
+            part = ids[at : at + 500]
+            gone = [(task, run) for task, run in keys if run in set(part)]
+            conn.execute(i.delete().where(
+                i.c.run_id.in_(part), sa.tuple_(i.c.task_name, i.c.run_id).in_(gone)
             ))
-            self.build(conn, touched)
-        finally:
-            touched.drop(conn)
+            self._fold(conn, [t.c.run_id.in_(part)], keys)

@@ -6,11 +6,14 @@
 For each history size N (default 10,000 and 100,000 records) and store, writes
 N TaskRunRecords — 4 per run (``run``, two ``log``, a closing action; 50 tasks,
 one run in 10 failing, one in 50 left open, runs a minute apart ending now) —
-then prints the median of 5 timings (ms) of each read: ``stats()``,
+then prints the time of the first read (a runs index folds in the whole
+history then) and the median of 5 timings (ms) of each read: ``stats()``,
 ``stats(since=1 day)``, ``list_runs()`` (one page), ``list_runs`` filtered by
 task, by outcome ``fail`` and by ``running``, ``get_run``, the CLI's ``tasks``
 (``latest_per_task``) and ``crash_candidates`` (what ``mark_crashed`` reads;
-nothing is marked: open runs are on another host). Runs from a clone alone:
+nothing is marked: open runs are on another host), and of a read right after
+1,000 more records were written (what a polling reader pays to fold new
+records into a runs index). Runs from a clone alone:
 ``postgresql`` without ``--pg`` starts a throwaway server (tests/_postgres.py).
 ``--plot`` draws each read's time against the history size (needs the
 ``bench`` extra, matplotlib).
@@ -76,9 +79,33 @@ def fill(repo: tasklog.Repository[Any], n: int) -> str:
     return middle
 
 
+def catch_up_ms(repo: tasklog.Repository[Any], rounds: int = 5) -> float:
+    """Median time of a read right after 1,000 more records (250 runs) were
+    written: what a polling reader pays to fold new records into a runs index."""
+    times = []
+    for r in range(rounds):
+        now = time.time()
+        rows = []
+        for i in range(250):
+            base = {"task_name": f"task-{i % TASKS:02d}", "run_id": f"new-{r}-{i}"}
+            rows.append({**base, "action": "run", "created": now})
+            rows.append({**base, "action": "log", "created": now, "message": "working"})
+            rows.append({**base, "action": "log", "created": now, "message": "still"})
+            rows.append({**base, "action": "success", "created": now + 1})
+        repo.add_many(rows)
+        start = time.perf_counter()
+        tasklog.list_runs(repo, limit=1)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
 def measure(repo: tasklog.Repository[Any], middle: str) -> dict[str, float]:
     """The read timings."""
+    start = time.perf_counter()
+    tasklog.get_run(repo, middle)  # the first read: a runs index folds the whole history
+    first = (time.perf_counter() - start) * 1000
     return {
+        "first read": first,
         "stats()": median_ms(lambda: tasklog.stats(repo)),
         "stats(since=1d)": median_ms(lambda: tasklog.stats(repo, since=timedelta(days=1))),
         "list_runs()": median_ms(lambda: tasklog.list_runs(repo)),
@@ -88,6 +115,7 @@ def measure(repo: tasklog.Repository[Any], middle: str) -> dict[str, float]:
         "get_run": median_ms(lambda: tasklog.get_run(repo, middle)),
         "tasks": median_ms(lambda: history.latest_per_task(repo)),
         "crash_candidates": median_ms(lambda: history.crash_candidates(repo)),
+        "read after 1,000 new": catch_up_ms(repo),
     }
 
 
