@@ -255,11 +255,17 @@ class SQLRepo(Repository[ModelT]):
         """The runs index, made (and filled from the records) on first use, and
         brought up to date with the records stored since it was last read."""
         runs = self._runs
-        if runs is not None:
+        if runs is None:
+            return None
+        try:
             if not self._runs_ready:
                 runs.ensure(self.engine)
                 self._runs_ready = True
             runs.catch_up(self.engine)
+        except sa.exc.DBAPIError as exc:
+            if self.is_transient(exc) and not _read_only(exc):
+                raise
+            return None  # a read-only database: the reads go through the records
         return runs
 
     def _adopt_model(self, previous: Schema) -> None:
@@ -900,6 +906,13 @@ class SQLRepo(Repository[ModelT]):
             f"SQLRepo(url={self._url_text()!r}, table={self.table_name!r}, "
             f"model={self.model.__name__})"
         )
+
+
+def _read_only(error: BaseException) -> bool:
+    """Whether *error* says the database may not be written (a read-only file,
+    a read-only transaction or role)."""
+    text = str(getattr(error, "orig", error)).lower()
+    return "readonly" in text or "read-only" in text or "permission denied" in text
 
 
 # ------------------------------------------------------------------ registry

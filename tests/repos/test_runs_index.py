@@ -303,3 +303,24 @@ def test_a_fold_waits_for_writes_in_flight_on_postgresql(make_repo: RepoFactory)
     assert [["quick", "slow", "first"]] == seen
     assert index_rows(sql) == rebuilt_rows(sql)
     reader.close()
+
+
+def test_a_read_only_database_is_read_from_the_records(tmp_path: Any) -> None:
+    """A database tasklog may not write (its runs index cannot be made or
+    brought up to date) still answers every read about runs, from the records."""
+    path = tmp_path / "ro.db"
+    writer = tasklog.open_repo(f"sqlite:///{path}", model=TaskRunRecord)
+    writer.add_many([
+        {"task_name": "t", "run_id": "a", "action": "run", "created": NOW},
+        {"task_name": "t", "run_id": "a", "action": "fail", "created": NOW + 2},
+        {"task_name": "t", "run_id": "b", "action": "run", "created": NOW + 3},
+    ])
+    writer.close()
+    reader = tasklog.open_repo(f"sqlite:///file:{path}?mode=ro&uri=true", model=TaskRunRecord)
+    try:
+        assert [("b", None), ("a", "fail")] == [
+            (r.run_id, r.outcome) for r in history.list_runs(reader)]
+        assert 2 == tasklog.stats(reader).total.runs
+        assert not sa.inspect(reader.engine).has_table("task_log_runs")
+    finally:
+        reader.close()
