@@ -49,6 +49,8 @@ Row = dict[str, Any]
 _CLOSING = frozenset(CLOSING)
 _CHUNK = 5000
 """Records folded per statement."""
+_TIDY_AFTER = 20_000
+"""Records folded at once after which PostgreSQL's statistics are refreshed."""
 _FROM_RUN = ("start", "host", "process")
 """Optional columns taken from the run record."""
 _FROM_CLOSING = ("end",)
@@ -124,9 +126,9 @@ class RunsIndex:
                     index.create(engine, checkfirst=True)
                 if sa.inspect(engine).has_table(self.state.name):
                     return
-            stale = True
             # made for a model with fewer fields, left by a dropped records
             # table, or by a version without the mark: made again, from the records
+            stale = True
         try:
             with engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
@@ -136,12 +138,13 @@ class RunsIndex:
                 self.table.create(conn)
                 self.state.create(conn, checkfirst=True)
                 top = conn.execute(sa.select(sa.func.max(self.id))).scalar()
-                if top is not None:
-                    self._fold(conn, [self.id <= top])
+                folded = self._fold(conn, [self.id <= top]) if top is not None else 0
                 self._set_mark(conn, top)
         except exc.DatabaseError:
             if not self.exists(engine):
                 raise
+            return
+        self._tidy(engine, folded)
 
     def _orphaned(self, engine: Engine) -> bool:
         """Whether the index lists runs while the records table is empty (the
@@ -157,9 +160,10 @@ class RunsIndex:
         self.state.drop(engine, checkfirst=True)
 
     def _fold(self, conn: Connection, where: list[Any], keys: set[tuple[Any, Any]] | None = None,
-              ) -> None:
+              ) -> int:
         """Fold the run and closing records matching *where* (of the runs *keys*
-        only, when given) into the index, in key order, a chunk at a time."""
+        only, when given) into the index, in key order, a chunk at a time;
+        return how many records were folded."""
         t = self.records
         names = ["task_name", "run_id", "action", "created", *self.optional]
         if self.has_runtime:
@@ -170,16 +174,28 @@ class RunsIndex:
             .order_by(self.id)
         )
         chunk: list[Row] = []
+        count = 0
         for values in conn.execute(stmt):
             row = dict(zip(names, values, strict=True))
             if keys is not None and (row["task_name"], row["run_id"]) not in keys:
                 continue
             chunk.append(row)
+            count += 1
             if len(chunk) >= _CHUNK:
                 self.upsert(conn, chunk)
                 chunk = []
         if chunk:
             self.upsert(conn, chunk)
+        return count
+
+    def _tidy(self, engine: Engine, folded: int) -> None:
+        """After a large fold on PostgreSQL, vacuum and analyze the index table so
+        its plans and index-only scans are right at once (not after autovacuum)."""
+        if folded < _TIDY_AFTER or engine.dialect.name != "postgresql":
+            return
+        name = engine.dialect.identifier_preparer.format_table(self.table)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"VACUUM (ANALYZE) {name}")
 
     # ------------------------------------------------------ keeping it true
     def writing(self, conn: Connection) -> None:
@@ -206,8 +222,9 @@ class RunsIndex:
             if top is None or (mark is not None and top <= mark):
                 return
             floor = [self.id > mark] if mark is not None else []
-            self._fold(conn, [*floor, self.id <= top])
+            folded = self._fold(conn, [*floor, self.id <= top])
             self._set_mark(conn, top)
+        self._tidy(engine, folded)
 
     def _set_mark(self, conn: Connection, top: Any) -> None:
         if conn.execute(self.state.update().values(folded=top)).rowcount == 0:
