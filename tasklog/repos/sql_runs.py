@@ -123,7 +123,12 @@ class RunsIndex:
             have = {col["name"] for col in sa.inspect(engine).get_columns(self.table.name)}
             if set(self.names) <= have and not self._orphaned(engine):
                 for index in self.table.indexes:  # one added by a later version
-                    index.create(engine, checkfirst=True)
+                    try:
+                        index.create(engine, checkfirst=True)
+                    except exc.DatabaseError:  # made meanwhile by another repository
+                        made = sa.inspect(engine).get_indexes(self.table.name)
+                        if index.name not in {found["name"] for found in made}:
+                            raise
                 if sa.inspect(engine).has_table(self.state.name):
                     return
             # made for a model with fewer fields, left by a dropped records
@@ -135,8 +140,10 @@ class RunsIndex:
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(self.lock_key)))
                 if stale:
                     self.drop(conn)
-                self.table.create(conn)
+                # the mark's table first: SQLite makes tables outside the
+                # transaction, and a reader that sees the index must find it
                 self.state.create(conn, checkfirst=True)
+                self.table.create(conn)
                 top = conn.execute(sa.select(sa.func.max(self.id))).scalar()
                 folded = self._fold(conn, [self.id <= top]) if top is not None else 0
                 self._set_mark(conn, top)
@@ -159,24 +166,31 @@ class RunsIndex:
         sa.Table(self.table.name, sa.MetaData()).drop(engine, checkfirst=True)
         self.state.drop(engine, checkfirst=True)
 
-    def _fold(self, conn: Connection, where: list[Any], keys: set[tuple[Any, Any]] | None = None,
-              ) -> int:
+    def _fold(
+        self, conn: Connection, where: list[Any], keys: set[tuple[Any, Any]] | None = None,
+        *, by_key: bool = False,
+    ) -> int:
         """Fold the run and closing records matching *where* (of the runs *keys*
         only, when given) into the index, in key order, a chunk at a time;
-        return how many records were folded."""
+        return how many records were folded. With *by_key* (*where* is a short
+        range of record keys) the action and run id are tested here, not in
+        the query, so the database reads the range by primary key rather than
+        through the ``action`` index."""
         t = self.records
         names = ["task_name", "run_id", "action", "created", *self.optional]
         if self.has_runtime:
             names.append("runtime")
-        stmt = (
-            sa.select(*(t.c[n] for n in names))
-            .where(t.c.run_id.is_not(None), t.c.action.in_(("run", *CLOSING)), *where)
-            .order_by(self.id)
-        )
+        scope = list(where)
+        if not by_key:
+            scope += [t.c.run_id.is_not(None), t.c.action.in_(("run", *CLOSING))]
+        stmt = sa.select(*(t.c[n] for n in names)).where(*scope).order_by(self.id)
         chunk: list[Row] = []
         count = 0
         for values in conn.execute(stmt):
             row = dict(zip(names, values, strict=True))
+            if by_key and (row["run_id"] is None or (
+                    row["action"] != "run" and row["action"] not in _CLOSING)):
+                continue
             if keys is not None and (row["task_name"], row["run_id"]) not in keys:
                 continue
             chunk.append(row)
@@ -222,7 +236,8 @@ class RunsIndex:
             if top is None or (mark is not None and top <= mark):
                 return
             floor = [self.id > mark] if mark is not None else []
-            folded = self._fold(conn, [*floor, self.id <= top])
+            # a full history (no mark yet) through the action index, else by key
+            folded = self._fold(conn, [*floor, self.id <= top], by_key=mark is not None)
             self._set_mark(conn, top)
         self._tidy(engine, folded)
 
