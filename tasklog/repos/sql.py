@@ -541,7 +541,7 @@ class SQLRepo(Repository[ModelT]):
         computed from, the runs it touches recomputed)."""
         self._ensure_open()
         stmt = self.table.update().where(*self._where(query)).values(**values)
-        runs = self._index()
+        runs = self._runs
         if runs is None or not set(values) & runs.sources:
             with self.engine.begin() as conn:
                 return int(conn.execute(stmt).rowcount)
@@ -551,12 +551,20 @@ class SQLRepo(Repository[ModelT]):
         """Run *stmt* (a delete or an update) in one
         transaction, with the runs it touches recomputed in the runs index: their
         keys come from ``RETURNING`` (and, when the update *moves* rows to other
-        runs or the database has no ``RETURNING``, from a select before it)."""
-        runs = self._index()
+        runs or the database has no ``RETURNING``, from a select before it).
+
+        A store without an index yet gets none made here (the first read of
+        runs makes it from the records); one that another process makes
+        meanwhile learns of the change all the same."""
+        runs = self._runs
+        made = runs is not None and (self._runs_ready or runs.exists(self.engine))
+        if made:
+            runs = self._index()  # caught up first (None: a database tasklog may not write)
         t = self.table
         with self.engine.begin() as conn:
             if runs is None:
                 return int(conn.execute(stmt).rowcount)
+            runs.writing(conn)  # on a server, a first build elsewhere and this change take turns
             dialect = conn.dialect
             returning = (
                 dialect.delete_returning if isinstance(stmt, sa.Delete)
@@ -575,7 +583,8 @@ class SQLRepo(Repository[ModelT]):
                 keys.update((task, run) for task, run in found if run is not None)
             else:
                 count = int(conn.execute(stmt).rowcount)
-            runs.refresh(conn, keys)
+            if made or runs.exists(conn):
+                runs.refresh(conn, keys)
             return count
 
     def prune_rows(

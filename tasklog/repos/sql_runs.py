@@ -29,6 +29,8 @@ queries over runs instead of the records.
 
 from __future__ import annotations
 
+import threading
+import time
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -108,6 +110,8 @@ class RunsIndex:
         self.names = [col.name for col in self.table.columns]
         self._upsert: Any = None
         self._dialect = ""
+        self._making = threading.Lock()
+        """One :meth:`ensure` at a time in this process (the server's threads)."""
 
     # ------------------------------------------------------------- schema
     def exists(self, engine: Engine | Connection) -> bool:
@@ -116,8 +120,18 @@ class RunsIndex:
 
     def ensure(self, engine: Engine) -> None:
         """Create the index when it is missing (or lacks columns the model now has)
-        and fill it from the records (one transaction; another process doing the
-        same meanwhile is fine)."""
+        and fill it from the records (one transaction; another thread or process
+        doing the same meanwhile is fine)."""
+        with self._making:
+            try:
+                self._ensure(engine)
+            except exc.DatabaseError:
+                # another process made a table between our look and our CREATE:
+                # look again, once, now that it has
+                time.sleep(0.05)
+                self._ensure(engine)
+
+    def _ensure(self, engine: Engine) -> None:
         stale = False
         if self.exists(engine):
             have = {col["name"] for col in sa.inspect(engine).get_columns(self.table.name)}
@@ -144,6 +158,10 @@ class RunsIndex:
                 # transaction, and a reader that sees the index must find it
                 self.state.create(conn, checkfirst=True)
                 self.table.create(conn)
+                # written first, so that SQLite takes its write lock before the
+                # records are read: a change to them waits for the fold, or it
+                # for the change (which then sees the index and refreshes it)
+                conn.execute(self.state.delete())
                 top = conn.execute(sa.select(sa.func.max(self.id))).scalar()
                 folded = self._fold(conn, [self.id <= top]) if top is not None else 0
                 self._set_mark(conn, top)

@@ -133,6 +133,9 @@ def run_output(records: Iterable[Any]) -> str:
     return format_records(records)
 
 
+_ENDS = frozenset(CLOSING_ACTIONS)
+
+
 def run_ends(
     repo: Repository[Any], runs: Sequence[RunInfo]
 ) -> dict[tuple[str, str], tuple[Any, Any]]:
@@ -141,7 +144,11 @@ def run_ends(
     ids = sorted({run.run_id for run in runs})
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        for record in repo.filter_by(run_id=in_(chunk), action=in_(("run", *CLOSING_ACTIONS))):
+        # by run id alone (a run has few records): given the action too, a
+        # database may pick the action index and read every run's records
+        for record in repo.filter_by(run_id=in_(chunk)):
+            if record.action != "run" and record.action not in _ENDS:
+                continue
             pair = found.setdefault((str(record.task_name), str(record.run_id)), [None, None])
             slot = 0 if record.action == "run" else 1
             if pair[slot] is None:

@@ -1005,7 +1005,8 @@ class TestSQLRepo:
             repo.filter_by(action="x").delete()
         finally:
             sa.event.remove(repo.engine, "before_cursor_execute", capture)
-        data = [s for s in statements if repo.table_name in s]
+        # SQLite's schema lookups (is there a runs index?) name the table too
+        data = [s for s in statements if repo.table_name in s and not s.startswith("pragma")]
         assert (
             [19.0, 18.0],
             ["select", "update", "delete"],

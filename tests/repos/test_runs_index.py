@@ -155,6 +155,30 @@ def test_deletes_updates_and_prunes_keep_the_index_true(
 
 
 @pytest.mark.parametrize("store", SQL_STORES)
+def test_a_change_makes_no_index_but_keeps_one_made_elsewhere(
+    make_repo: RepoFactory, store: str
+) -> None:
+    """A delete on a store without an index makes none (the first read does);
+    a repository that never read runs still keeps an index another one made."""
+    sql, memory = both(make_repo, store)
+    write((sql, memory), random_history(7))
+    runs = sql._runs
+    assert runs is not None
+    sql.filter_by(run_id="r002").delete()
+    memory.filter_by(run_id="r002").delete()
+    assert not runs.exists(sql.engine)
+    other = SQLRepo(sql.engine, table=sql.table_name, model=TaskRunRecord)
+    try:
+        assert answers(other) == answers(memory)  # made by this first read
+        sql.filter_by(run_id="r004").delete()  # sql has not read runs itself
+        memory.filter_by(run_id="r004").delete()
+        assert index_rows(other) == rebuilt_rows(sql)
+        assert answers(other) == answers(memory)
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("store", SQL_STORES)
 def test_missing_index_is_built_from_the_records(
     make_repo: RepoFactory, store: str
 ) -> None:
@@ -270,6 +294,53 @@ def test_concurrent_writers_and_readers_miss_no_run(make_repo: RepoFactory, stor
     assert len(started) == len(history.list_runs(sql, limit=None))
     for repo in repos:
         repo.close()
+
+
+@pytest.mark.parametrize("store", SQL_STORES)
+def test_first_reads_at_once_all_answer(make_repo: RepoFactory, store: str) -> None:
+    """A server's first requests arrive together on a store without an index
+    (its threads share one repository): every one gets the runs from the index
+    made once — none fails on a table another thread made meanwhile (the
+    making is slowed here so that they all try at once)."""
+    import threading
+    import time
+
+    sql, memory = both(make_repo, store)
+    write((sql, memory), random_history(6))
+    expected = history.list_runs(memory, limit=None)
+    runs = sql._index()
+    assert runs is not None
+    runs.drop(sql.engine)
+    shared = SQLRepo(sql.engine, table=sql.table_name, model=TaskRunRecord)
+    assert shared._runs is not None
+    callers = iter(range(100))
+
+    def slow_mark(*_: Any, **__: Any) -> None:  # the others look before the first makes it
+        time.sleep(0.1 if next(callers) == 0 else 0.2)
+
+    sa.event.listen(shared._runs.state, "before_create", slow_mark)
+    sa.event.listen(shared._runs.table, "before_create", lambda *_, **__: time.sleep(0.5))
+    start = threading.Barrier(4)
+    got: list[Any] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        start.wait()
+        try:
+            got.append(history.list_runs(shared, limit=None))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert ([], True) == (errors, shared._runs_ready)  # not answered from the records
+        assert [expected] * 4 == got
+    finally:
+        shared.close()
 
 
 def test_a_fold_waits_for_writes_in_flight_on_postgresql(make_repo: RepoFactory) -> None:
