@@ -562,12 +562,17 @@ def open_runs(
 ) -> list[RunInfo]:
     """Runs that started and have no closing record, oldest start first."""
     require_run_fields(repo)
-    tasks = _names(task_name, "task_name")
+    starts = _open_starts(repo, _names(task_name, "task_name"))
+    return [_run_info(repo, row, None) for row in starts]
+
+
+def _open_starts(repo: Repository[Any], tasks: list[str] | None) -> list[Row]:
+    """The ``run`` rows of :func:`open_runs`, oldest start first."""
     scope: dict[str, Any] = {} if tasks is None else {"task_name": in_(tasks)}
     repo.sync()
     fast = repo.open_run_rows(tasks) if isinstance(repo, RunQueries) else None
     if fast is not None:
-        return [_run_info(repo, row, None) for row in sorted(fast, key=_key)]
+        return sorted(fast, key=_key)
     opened: dict[tuple[Any, Any], Row] = {}
     for row in repo.select_rows(Query.build(repo.schema, {**scope, "action": "run"})):
         if row.get("run_id") is not None:
@@ -576,8 +581,7 @@ def open_runs(
         closing = Query.build(repo.schema, {**scope, "action": In(CLOSING_ACTIONS)})
         for row in repo.select_rows(closing):
             opened.pop((row["task_name"], row.get("run_id")), None)
-    rows = sorted(opened.values(), key=_key)
-    return [_run_info(repo, row, None) for row in rows]
+    return sorted(opened.values(), key=_key)
 
 
 # ------------------------------------------------------------- dead runs
@@ -647,12 +651,14 @@ def crash_candidates(
     started_before = _timestamp(older_than, "older_than")
     seen_before = _timestamp(stale_after, "stale_after")
     found: list[CrashCandidate] = []
-    for run in open_runs(repo):
-        gone = process_gone(run.host, run.process)
+    require_run_fields(repo)
+    for row in _open_starts(repo, None):
+        gone = process_gone(row.get("host"), row.get("process"))
         if gone is False:
             continue
         if not gone and started_before is None and seen_before is None:
             continue  # nothing could make it a candidate: its records are not read
+        run = _run_info(repo, row, None)
         last_seen = _last_seen(repo, run)
         if gone:
             why = f"its process {run.process} on {run.host} is gone"

@@ -8,6 +8,11 @@ sequence numbers of its records: a plain ``int`` while there is one, an
 has both ``task_name`` and ``action``, one index of the pair serves both fields
 (a task's records are the merged buckets of its pairs), so a write updates two
 indexes, not four. ``task_name`` and ``action`` strings are interned.
+
+Reads about runs (:mod:`tasklog.history`) are answered from a runs index
+(:class:`~tasklog.repos.memory_runs.RunsFold`) that a read brings up to date
+with the records appended since the last one; any other change to the records
+makes the next read fold them all again.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from typing import Any, Union
 from ..query import Equal, Query, predicate, sort_rows
 from ..schema import Schema
 from .base import ModelT, Repository, Row, WriteProfile, plan_prune
+from .memory_runs import RunsFold
 
 __all__ = ["MemoryRepo"]
 
 _INDEXED = ("task_name", "action", "run_id")
+_RUN_FIELDS = ("task_name", "action", "created", "run_id")
 _PAIR = ("task_name", "action")
 _COMPACT_MIN = 1024
 _MISSING = object()
@@ -68,6 +75,12 @@ class MemoryRepo(Repository[ModelT]):
             raise ValueError(msg)
         self.max_size = max_size
         self._lock = threading.RLock()
+        self._generation = 0
+        """Counts changes other than appends (they make the runs index fold anew)."""
+        self._fold: RunsFold | None = None
+        self._fold_generation = -1
+        self._fold_mark = 0
+        """The sequence number of the next record the runs index has to fold."""
         self._derive(self.schema.names)
         self._clear()
 
@@ -101,6 +114,7 @@ class MemoryRepo(Repository[ModelT]):
             self._single = False
 
     def _clear(self) -> None:
+        self._generation += 1
         self._rows: list[tuple[Any, ...] | None] = []
         self._offset = 0  # sequence number of self._rows[0]
         self._head = 0  # index of the first slot that may be live
@@ -188,6 +202,7 @@ class MemoryRepo(Repository[ModelT]):
                 self._evict(self._live - self.max_size)
 
     def _evict(self, n: int) -> None:
+        self._generation += 1
         store = self._rows
         head = self._head
         while n > 0:
@@ -211,6 +226,7 @@ class MemoryRepo(Repository[ModelT]):
             part.setdefault(value, []).append(key)
 
     def _rebuild(self) -> None:
+        self._generation += 1
         self._index = {name: {} for name, _ in self._indexed}
         self._pair_index = {}
         self._pair_keys = ({}, {})
@@ -379,6 +395,7 @@ class MemoryRepo(Repository[ModelT]):
                 n += 1
         if n:
             self._live -= n
+            self._generation += 1
             self._index_ok = False
             dead = len(self._rows) - self._head - self._live
             if dead > _COMPACT_MIN and dead > self._live:
@@ -396,10 +413,116 @@ class MemoryRepo(Repository[ModelT]):
                 for i, value in changes:
                     new[i] = value
                 self._rows[seq - offset] = tuple(new)
+            if found:
+                self._generation += 1
             indexed = {*self._index, *(_PAIR if self._pair else ())}
             if found and any(name in indexed for name in values):
                 self._index_ok = False
             return len(found)
+
+    # -------------------------------------------------------------- runs
+    def _row_at(self, seq: int) -> Row:
+        row = self._rows[seq - self._offset]
+        assert row is not None
+        if self._exact:
+            return dict(zip(self._names, row, strict=True))
+        pos = self._pos
+        return {name: row[pos[name]] for name in self.schema.names}
+
+    def _runs(self) -> RunsFold | None:
+        """The runs index, brought up to date (call with the lock held); None when
+        the model cannot describe runs or a record's task or run id is not a string."""
+        if not all(name in self.schema.fields for name in _RUN_FIELDS):
+            return None
+        if not self._index_ok:
+            self._rebuild()
+        store, offset = self._rows, self._offset
+        fold = self._fold
+        if fold is None or self._fold_generation != self._generation:
+            fold = self._fold = RunsFold(self._pos, self._row_at)
+            self._fold_generation = self._generation
+            self._fold_mark = offset + self._head
+        start = self._fold_mark - offset
+        fold.fold(
+            (offset + i, row) for i in range(start, len(store)) if (row := store[i]) is not None
+        )
+        self._fold_mark = offset + len(store)
+        return fold if fold.usable else None
+
+    def run_rows(
+        self,
+        *,
+        task_names: list[str] | None,
+        outcomes: list[str] | None,
+        running: bool,
+        low: float | None,
+        high: float | None,
+        bound: tuple[float, str, str] | None,
+        limit: int | None,
+    ) -> list[tuple[Row, Row | None]] | None:
+        """Runs from the runs index (see :class:`tasklog.history.RunIndexQueries`)."""
+        with self._lock:
+            fold = self._runs()
+            if fold is None:
+                return None
+            return fold.run_rows(
+                task_names=task_names, outcomes=outcomes, running=running,
+                low=low, high=high, bound=bound, limit=limit,
+            )
+
+    def run_row(self, run_id: str) -> list[tuple[Row, Row | None]] | None:
+        """The run *run_id* from the runs index (a list of one pair, or empty)."""
+        with self._lock:
+            fold = self._runs()
+            return None if fold is None else fold.run_row(run_id)
+
+    def run_figures(
+        self, *, task_name: str | None = None, since: float | None = None
+    ) -> tuple[list[Row], Row] | None:
+        """Run figures per task and in total from the runs index."""
+        with self._lock:
+            fold = self._runs()
+            return None if fold is None else fold.figures(task_name=task_name, since=since)
+
+    def open_run_rows(self, task_names: list[str] | None) -> list[Row] | None:
+        """The start rows of open runs, from the runs index."""
+        with self._lock:
+            fold = self._runs()
+            return None if fold is None else fold.open_rows(task_names)
+
+    def aggregate_runs(
+        self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
+    ) -> list[Row] | None:
+        """Run figures from the runs index (see :func:`tasklog.history.aggregate_runs`)."""
+        found = self.run_figures(task_name=task_name, since=since)
+        if found is None:
+            return None
+        per_task, total = found
+        return per_task if by_task else [total]
+
+    def latest_per_task_rows(self) -> list[Row] | None:
+        """The newest record of each task, from the ``(task_name, action)`` index."""
+        with self._lock:
+            if not self._pair:
+                return None
+            if not self._index_ok:
+                self._rebuild()
+            store, offset = self._rows, self._offset
+            pair = self._pair_index
+            found: list[Row] = []
+            for keys in self._pair_keys[0].values():
+                newest = -1
+                for key in keys:
+                    seqs = _seqs(pair[key])
+                    for seq in reversed(seqs):  # evicted rows are None
+                        if seq <= newest:
+                            break
+                        if store[seq - offset] is not None:
+                            newest = seq
+                            break
+                if newest >= 0:
+                    found.append(self._row_at(newest))
+            return found
 
     @property
     def store_key(self) -> tuple[str, int]:

@@ -665,30 +665,65 @@ class SQLRepo(Repository[ModelT]):
 
     # ------------------------------------------- runs (tasklog.history.RunQueries)
     def latest_per_task_rows(self) -> list[Row] | None:
-        """The newest row of each task: the task names by a loose index scan (one
-        seek per task through the ``(task_name, action)`` index), then each one's
-        newest key (None without a key column)."""
+        """The newest row of each task (None without a key column).
+
+        The task names, and the actions, come from loose index scans (one seek
+        per distinct value); each task's newest key is the largest of its
+        ``(task_name, action)`` pairs' newest keys, one seek each at the end
+        of that pair's stretch of the index (a task's newest key alone would
+        walk all its entries).
+        """
         self._ensure_open()
         if self._id is None or "task_name" not in self.table.c:
             return None
         t = self.table
         inner = t.alias("n")
-        names = sa.select(sa.func.min(t.c.task_name).label("name")).cte("names", recursive=True)
-        step = sa.select(
-            sa.select(sa.func.min(inner.c.task_name))
-            .where(inner.c.task_name > names.c.name)
-            .scalar_subquery()
-        ).where(names.c.name.is_not(None))
-        names = names.union_all(step)
-        last = (
-            sa.select(sa.func.max(inner.c[ID_COLUMN]))
-            .where(inner.c.task_name == names.c.name)
-            .scalar_subquery()
-        )
-        keys = sa.select(last).where(names.c.name.is_not(None))
+        names = self._distinct(t.c.task_name, inner.c.task_name, "names")
+        if "action" not in t.c:
+            last = (
+                sa.select(sa.func.max(inner.c[ID_COLUMN]))
+                .where(inner.c.task_name == names.c.value)
+                .scalar_subquery()
+            )
+            keys = sa.select(last).where(names.c.value.is_not(None))
+        else:
+            actions = self._distinct(t.c.action, inner.c.action, "actions")
+            name = names.c.value.label("name")
+
+            def newest(*where: Any) -> Any:
+                return (
+                    sa.select(sa.func.max(inner.c[ID_COLUMN]))
+                    .where(inner.c.task_name == names.c.value, *where)
+                    .scalar_subquery()
+                    .label("k")
+                )
+
+            parts: list[Any] = [
+                sa.select(name, newest(inner.c.action == actions.c.value))
+                .select_from(names.join(actions, sa.true()))  # every task with every action
+                .where(names.c.value.is_not(None), actions.c.value.is_not(None))
+            ]
+            if t.c.action.nullable:
+                parts.append(
+                    sa.select(name, newest(inner.c.action.is_(None)))
+                    .where(names.c.value.is_not(None))
+                )
+            pairs = sa.union_all(*parts).subquery("pairs")
+            keys = sa.select(sa.func.max(pairs.c.k)).group_by(pairs.c.name)
         stmt = sa.select(*self._cols).where(self._id.in_(keys))
         with self.engine.connect() as conn:
             return [dict(zip(self._names, row, strict=True)) for row in conn.execute(stmt)]
+
+    @staticmethod
+    def _distinct(column: Any, alias_column: Any, name: str) -> Any:
+        """A recursive CTE of *column*'s distinct non-null values (its column
+        ``value``, ending with a NULL): one index seek per value."""
+        values = sa.select(sa.func.min(column).label("value")).cte(name, recursive=True)
+        step = sa.select(
+            sa.select(sa.func.min(alias_column)).where(alias_column > values.c.value)
+            .scalar_subquery()
+        ).where(values.c.value.is_not(None))
+        return values.union_all(step)
 
     def _run_pairs(self, stmt: Any) -> list[tuple[Row, Row | None]]:
         """``(run row, closing row or None)`` pairs, as the records would give them,

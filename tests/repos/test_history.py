@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import RepoFactory, store_url
+from pydantic import BaseModel
 
 import tasklog
 from tasklog import (
@@ -252,6 +253,36 @@ class TestOpenAndDeadRuns:
         add_run(runs_repo, "b", NOW - 10, None)
         latest = latest_per_task(runs_repo)
         assert [("a", "fail"), ("b", "log")] == [(r.task_name, r.action) for r in latest]
+
+    def test_latest_per_task_without_actions(self, make_repo: RepoFactory, store: str) -> None:
+        """A record without an action, or a model without the field, is a task's
+        newest record all the same."""
+
+        class MaybeAction(BaseModel):
+            task_name: str
+            action: str | None = None
+            created: float
+
+        class NoAction(BaseModel):
+            task_name: str
+            created: float
+
+        loose = make_repo(store, model=MaybeAction)
+        loose.add_many([
+            {"task_name": "a", "action": "run", "created": 1.0},
+            {"task_name": "a", "action": None, "created": 2.0},
+            {"task_name": "b", "action": None, "created": 3.0},
+            {"task_name": "b", "action": "log", "created": 4.0},
+            {"task_name": "c", "action": "x", "created": 5.0},
+        ])
+        assert [("a", None, 2.0), ("b", "log", 4.0), ("c", "x", 5.0)] == [
+            (r.task_name, r.action, r.created) for r in latest_per_task(loose)
+        ]
+        bare = make_repo(store, model=NoAction)
+        bare.add_many([{"task_name": n, "created": float(i)} for i, n in enumerate("abab")])
+        assert [("a", 2.0), ("b", 3.0)] == [
+            (r.task_name, r.created) for r in latest_per_task(bare)
+        ]
 
 
 class TestRegistry:
