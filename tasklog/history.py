@@ -55,6 +55,7 @@ __all__ = [
     "newest",
     "open_runs",
     "process_gone",
+    "recent_runs",
     "record_json",
     "require_run_fields",
     "run_figures",
@@ -135,6 +136,9 @@ class RunIndexQueries(Protocol):
 
     def run_row(self, run_id: str) -> list[RunPair] | None:
         """The run *run_id* (a list of one pair, or empty)."""
+
+    def recent_run_rows(self, task_names: list[str], n: int) -> list[RunPair] | None:
+        """The newest *n* runs of each of these tasks (each task's newest first)."""
 
     def run_figures(
         self, *, task_name: str | None, since: float | None
@@ -522,6 +526,30 @@ def list_runs(
         if close is not None:
             close()
     return runs
+
+
+def recent_runs(
+    repo: Repository[Any], task_names: Sequence[str], n: int = 20
+) -> dict[str, list[RunInfo]]:
+    """The newest *n* runs of each of these tasks, newest first (what
+    :func:`list_runs` gives per task; a store with a runs index reads them
+    all in one go).
+
+    Raises:
+        ConfigError: the model has no ``run_id``.
+    """
+    require_run_fields(repo)
+    found: dict[str, list[RunInfo]] = {str(task): [] for task in task_names}
+    if n <= 0 or not found:
+        return found
+    repo.sync()
+    if isinstance(repo, RunIndexQueries):
+        indexed = repo.recent_run_rows(list(found), n)
+        if indexed is not None:
+            for start, end in indexed:
+                found[str(start["task_name"])].append(_run_info(repo, start, end))
+            return found
+    return {task: list_runs(repo, task_name=task, limit=n) for task in found}
 
 
 def _timestamp(value: timedelta | datetime | float | None, name: str) -> float | None:

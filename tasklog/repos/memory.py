@@ -476,6 +476,14 @@ class MemoryRepo(Repository[ModelT]):
             fold = self._runs()
             return None if fold is None else fold.run_row(run_id)
 
+    def recent_run_rows(
+        self, task_names: list[str], n: int
+    ) -> list[tuple[Row, Row | None]] | None:
+        """The newest *n* runs of each task, from the runs index."""
+        with self._lock:
+            fold = self._runs()
+            return None if fold is None else fold.recent_rows(task_names, n)
+
     def run_figures(
         self, *, task_name: str | None = None, since: float | None = None
     ) -> tuple[list[Row], Row] | None:

@@ -260,6 +260,14 @@ class RunsFold:
         ]
         return [self._pair(min(places))] if places else []
 
+    def recent_rows(self, task_names: list[str], n: int) -> list[tuple[Row, Row | None]]:
+        """The newest *n* runs of each task (each task's newest first)."""
+        found: list[tuple[Row, Row | None]] = []
+        for task in task_names:
+            listing = self._by_task.get(task, [])
+            found.extend(self._pair(place) for place in reversed(listing[-n:] if n else []))
+        return found
+
     def open_rows(self, task_names: list[str] | None) -> list[Row]:
         """The start rows of the open runs of these tasks (all with None)."""
         tasks = None if task_names is None else set(task_names)

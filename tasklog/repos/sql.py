@@ -814,6 +814,32 @@ class SQLRepo(Repository[ModelT]):
         )
         return self._run_pairs(stmt)
 
+    def recent_run_rows(
+        self, task_names: list[str], n: int
+    ) -> list[tuple[Row, Row | None]] | None:
+        """The newest *n* runs of each task from the runs index: one statement
+        of a ``LIMIT`` per task (each a short walk of ``(task_name, created)``)
+        per 100 tasks; None without an index."""
+        self._ensure_open()
+        runs = self._index()
+        if runs is None:
+            return None
+        i = runs.table
+        found: list[tuple[Row, Row | None]] = []
+        for at in range(0, len(task_names), 100):
+            parts = [
+                sa.select(
+                    sa.select(i)
+                    .where(i.c.task_name == task, i.c.created.is_not(None))
+                    .order_by(i.c.created.desc(), i.c.task_name.desc(), i.c.run_id.desc())
+                    .limit(n)
+                    .subquery()
+                )
+                for task in task_names[at : at + 100]
+            ]
+            found.extend(self._run_pairs(sa.union_all(*parts) if len(parts) > 1 else parts[0]))
+        return found
+
     def open_run_rows(self, task_names: list[str] | None) -> list[Row] | None:
         """Runs without a closing record, from the runs index (its ``(outcome,
         created)`` index), as their ``run`` rows; None without an index."""
@@ -840,12 +866,13 @@ class SQLRepo(Repository[ModelT]):
         """Run figures per task (empty unless *by_task*) and in total, from the runs
         index (see :func:`tasklog.history.run_figures`); None without an index.
 
-        Counts, sums and maxima come from one ``GROUP BY task_name, outcome``
-        that reads only the index's ``(task_name, outcome, created, secs)``
-        index; the total adds them up. Each nearest-rank percentile is an
-        ``ORDER BY secs LIMIT 1 OFFSET k`` through the ``(task_name, secs)``
-        or ``(secs)`` index, walked from the nearer end, all of them in one
-        statement.
+        Of all time, counts and sums are the index's totals (a row per task
+        and outcome); over a window, one ``GROUP BY task_name, outcome`` that
+        reads only the index's ``(task_name, outcome, created, secs)`` index.
+        The total adds them up. Each nearest-rank percentile is an ``ORDER BY
+        secs LIMIT 1 OFFSET k`` through the ``(task_name, secs)`` or ``(secs)``
+        index, walked from the nearer end, and each maximum the last entry of
+        those, all of them in one statement.
         """
         self._ensure_open()
         from ..history import FAILURES, OTHER
@@ -875,7 +902,11 @@ class SQLRepo(Repository[ModelT]):
         total = blank(None)
         figures: dict[str, Row] = {}
         with self.engine.connect() as conn:
-            for task, outcome, n, timed, seconds, longest in conn.execute(stmt):
+            found = (
+                conn.execute(stmt).all() if since is not None
+                else [(*row, None) for row in runs.totals_rows(conn, task_name)]
+            )
+            for task, outcome, n, timed, seconds, longest in found:
                 targets = [total, figures.setdefault(task, blank(task))] if by_task else [total]
                 for row in targets:
                     row["runs"] += n
@@ -887,10 +918,11 @@ class SQLRepo(Repository[ModelT]):
                     if timed:
                         row["n"] += timed
                         row["sum"] += float(seconds)
-                        row["max_runtime"] = (
-                            float(longest) if row["max_runtime"] is None
-                            else max(row["max_runtime"], float(longest))
-                        )
+                        if longest is not None:
+                            row["max_runtime"] = (
+                                float(longest) if row["max_runtime"] is None
+                                else max(row["max_runtime"], float(longest))
+                            )
             # secs is set only for runs with a run record, so "created IS NOT
             # NULL" is implied and the percentiles read only the secs indexes
             timed_scope = [i.c.secs.is_not(None), *where[1:]]
@@ -906,6 +938,9 @@ class SQLRepo(Repository[ModelT]):
                     if n:
                         nth = self._nth_runtime(i, scope, (percent * n + 99) // 100, n)
                         wanted.append((row, f"p{percent}_runtime", nth))
+                if n and row["max_runtime"] is None:  # the totals have no maxima
+                    longest = sa.select(i.c.secs).where(*scope).order_by(i.c.secs.desc())
+                    wanted.append((row, "max_runtime", longest.limit(1).scalar_subquery()))
             for at in range(0, len(wanted), 200):  # the percentiles in one round trip
                 part = wanted[at : at + 200]
                 values = conn.execute(sa.select(*(q for _, _, q in part))).one()

@@ -23,8 +23,11 @@ be in flight. :meth:`RunsIndex.refresh` recomputes the runs a delete or an
 update touched (the store learns which from the statement's ``RETURNING``)
 from their records, in its transaction; :meth:`RunsIndex.ensure` builds a
 missing index by folding every record (a store written by an older
-version). Reads about runs (:mod:`tasklog.history`) then answer from indexed
-queries over runs instead of the records.
+version). ``<table>_runs_totals`` holds, per task and outcome, the runs, those
+with a runtime and their runtimes' sum: each change to the index moves them
+by what the runs it touched counted before and after (:meth:`RunsIndex._adjust`),
+and a build makes them anew. Reads about runs (:mod:`tasklog.history`) then
+answer from indexed queries over runs instead of the records.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ CLOSING: tuple[str, ...] = (
 )
 """The closing actions (the same as :data:`tasklog.history.CLOSING_ACTIONS`)."""
 Row = dict[str, Any]
+Tally = list[Any]
+"""``[runs, runs with a runtime, sum of runtimes]``."""
 _CLOSING = frozenset(CLOSING)
 _CHUNK = 5000
 """Records folded per statement."""
@@ -105,6 +110,17 @@ class RunsIndex:
             f"{name}_state", metadata, sa.Column("folded", sa.BigInteger())
         )
         """One row: the highest record key folded into the index."""
+        self.totals = sa.Table(
+            f"{name}_totals", metadata,
+            sa.Column("task_name", c.task_name.type, primary_key=True),
+            sa.Column("outcome", c.action.type, primary_key=True),
+            sa.Column("runs", sa.BigInteger(), nullable=False),
+            sa.Column("timed", sa.BigInteger(), nullable=False),
+            sa.Column("secs_sum", sa.Double(), nullable=False),
+        )
+        """Per task and outcome (``""`` while open): the runs with a run record,
+        those with a runtime, and the sum of their runtimes — kept by every
+        change to the index, so the figures of all time read these few rows."""
         self.lock_key = zlib.crc32(name.encode()) - 2**31
         """The advisory lock of the catch-up on a database server."""
         self.names = [col.name for col in self.table.columns]
@@ -143,10 +159,12 @@ class RunsIndex:
                         made = sa.inspect(engine).get_indexes(self.table.name)
                         if index.name not in {found["name"] for found in made}:
                             raise
-                if sa.inspect(engine).has_table(self.state.name):
+                found = sa.inspect(engine)
+                if found.has_table(self.state.name) and found.has_table(self.totals.name):
                     return
             # made for a model with fewer fields, left by a dropped records
-            # table, or by a version without the mark: made again, from the records
+            # table, or by a version without the mark or the totals: made
+            # again, from the records
             stale = True
         try:
             with engine.begin() as conn:
@@ -157,13 +175,17 @@ class RunsIndex:
                 # the mark's table first: SQLite makes tables outside the
                 # transaction, and a reader that sees the index must find it
                 self.state.create(conn, checkfirst=True)
+                self.totals.create(conn, checkfirst=True)
                 self.table.create(conn)
                 # written first, so that SQLite takes its write lock before the
                 # records are read: a change to them waits for the fold, or it
                 # for the change (which then sees the index and refreshes it)
                 conn.execute(self.state.delete())
                 top = conn.execute(sa.select(sa.func.max(self.id))).scalar()
-                folded = self._fold(conn, [self.id <= top]) if top is not None else 0
+                folded = (
+                    self._fold(conn, [self.id <= top], counted=False) if top is not None else 0
+                )
+                self._recount(conn)
                 self._set_mark(conn, top)
         except exc.DatabaseError:
             if not self.exists(engine):
@@ -183,17 +205,18 @@ class RunsIndex:
         """Drop the index table (when it exists)."""
         sa.Table(self.table.name, sa.MetaData()).drop(engine, checkfirst=True)
         self.state.drop(engine, checkfirst=True)
+        self.totals.drop(engine, checkfirst=True)
 
     def _fold(
         self, conn: Connection, where: list[Any], keys: set[tuple[Any, Any]] | None = None,
-        *, by_key: bool = False,
+        *, by_key: bool = False, counted: bool = True,
     ) -> int:
         """Fold the run and closing records matching *where* (of the runs *keys*
         only, when given) into the index, in key order, a chunk at a time;
         return how many records were folded. With *by_key* (*where* is a short
         range of record keys) the action and run id are tested here, not in
         the query, so the database reads the range by primary key rather than
-        through the ``action`` index."""
+        through the ``action`` index. With *counted*, the totals follow."""
         t = self.records
         names = ["task_name", "run_id", "action", "created", *self.optional]
         if self.has_runtime:
@@ -214,10 +237,10 @@ class RunsIndex:
             chunk.append(row)
             count += 1
             if len(chunk) >= _CHUNK:
-                self.upsert(conn, chunk)
+                self.upsert(conn, chunk, counted=counted)
                 chunk = []
         if chunk:
-            self.upsert(conn, chunk)
+            self.upsert(conn, chunk, counted=counted)
         return count
 
     def _tidy(self, engine: Engine, folded: int) -> None:
@@ -307,11 +330,17 @@ class RunsIndex:
                     entry["secs"] = float(entry["closing_created"]) - float(entry["created"])
         return list(found.values())
 
-    def upsert(self, conn: Connection, rows: Sequence[Row]) -> None:
-        """Fold a batch of records into the index (call in the batch's transaction)."""
+    def upsert(self, conn: Connection, rows: Sequence[Row], *, counted: bool = True) -> None:
+        """Fold a batch of records into the index (call in the batch's transaction);
+        with *counted*, the totals follow the runs it changes."""
         entries = self.entries(rows)
-        if entries:
-            conn.execute(self._upsert_statement(conn.dialect.name), entries)
+        if not entries:
+            return
+        keys = {(entry["task_name"], entry["run_id"]) for entry in entries}
+        before = self._tally(conn, keys) if counted else {}
+        conn.execute(self._upsert_statement(conn.dialect.name), entries)
+        if counted:
+            self._adjust(conn, before, self._tally(conn, keys))
 
     def _upsert_statement(self, dialect: str) -> Any:
         if self._upsert is not None and self._dialect == dialect:
@@ -350,6 +379,7 @@ class RunsIndex:
         if not keys:
             return
         i, t = self.table, self.records
+        before = self._tally(conn, keys)
         ids = sorted({run_id for _, run_id in keys})
         for at in range(0, len(ids), 500):  # through the run_id indexes
             part = ids[at : at + 500]
@@ -357,4 +387,86 @@ class RunsIndex:
             conn.execute(i.delete().where(
                 i.c.run_id.in_(part), sa.tuple_(i.c.task_name, i.c.run_id).in_(gone)
             ))
-            self._fold(conn, [t.c.run_id.in_(part)], keys)
+            self._fold(conn, [t.c.run_id.in_(part)], keys, counted=False)
+        self._adjust(conn, before, self._tally(conn, keys))
+
+    # ------------------------------------------------------------- totals
+    def _recount(self, conn: Connection) -> None:
+        """Make the totals anew from the whole index (one ``GROUP BY``)."""
+        i, totals = self.table, self.totals
+        outcome = sa.func.coalesce(i.c.outcome, "")
+        conn.execute(totals.delete())
+        conn.execute(totals.insert().from_select(
+            ["task_name", "outcome", "runs", "timed", "secs_sum"],
+            sa.select(
+                i.c.task_name, outcome, sa.func.count(), sa.func.count(i.c.secs),
+                sa.func.coalesce(sa.func.sum(i.c.secs), 0.0),
+            ).where(i.c.created.is_not(None)).group_by(i.c.task_name, outcome),
+        ))
+
+    def _tally(self, conn: Connection, keys: set[tuple[Any, Any]]) -> dict[tuple[Any, str], Tally]:
+        """What the runs *keys* add to the totals now: per task and outcome, the
+        runs, those with a runtime, and their runtimes' sum."""
+        i = self.table
+        found: dict[tuple[Any, str], Tally] = {}
+        ids = sorted({run_id for _, run_id in keys})
+        for at in range(0, len(ids), 500):
+            stmt = sa.select(i.c.task_name, i.c.run_id, i.c.outcome, i.c.secs).where(
+                i.c.run_id.in_(ids[at : at + 500]), i.c.created.is_not(None)
+            )
+            for task, run_id, outcome, secs in conn.execute(stmt):
+                if (task, run_id) not in keys:
+                    continue
+                tally = found.setdefault((task, outcome or ""), [0, 0, 0.0])
+                tally[0] += 1
+                if secs is not None:
+                    tally[1] += 1
+                    tally[2] += float(secs)
+        return found
+
+    def _adjust(
+        self,
+        conn: Connection,
+        before: dict[tuple[Any, str], Tally],
+        after: dict[tuple[Any, str], Tally],
+    ) -> None:
+        """Move the totals by *after* minus *before* (in key order, so two
+        transactions adjusting the same rows never wait for each other in a circle)."""
+        none: Tally = [0, 0, 0.0]
+        changes = []
+        for key in sorted(before.keys() | after.keys()):
+            old, new = before.get(key, none), after.get(key, none)
+            if old != new:
+                changes.append({
+                    "task_name": key[0], "outcome": key[1], "runs": new[0] - old[0],
+                    "timed": new[1] - old[1], "secs_sum": new[2] - old[2],
+                })
+        if not changes:
+            return
+        totals = self.totals
+        module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = module.insert(totals)
+        ex = stmt.excluded
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[totals.c.task_name, totals.c.outcome],
+            set_={
+                "runs": totals.c.runs + ex.runs,
+                "timed": totals.c.timed + ex.timed,
+                "secs_sum": totals.c.secs_sum + ex.secs_sum,
+            },
+        ), changes)
+        conn.execute(totals.delete().where(totals.c.runs <= 0))
+
+    def totals_rows(self, conn: Connection, task_name: str | None) -> list[tuple[Any, ...]]:
+        """``(task, outcome or None, runs, timed, sum of runtimes)`` of all time."""
+        totals = self.totals
+        stmt = sa.select(
+            totals.c.task_name, totals.c.outcome, totals.c.runs, totals.c.timed,
+            totals.c.secs_sum,
+        )
+        if task_name is not None:
+            stmt = stmt.where(totals.c.task_name == task_name)
+        return [
+            (task, outcome or None, runs, timed, secs)
+            for task, outcome, runs, timed, secs in conn.execute(stmt)
+        ]

@@ -125,9 +125,11 @@ def api_overview(request: Request, repo: Repository[Any]) -> Response:
     since = params.moment("since")
     n = params.integer("runs", 20, low=1, high=100)
     figures = stats(repo, since=since).tasks
+    latest = _read.latest_per_task(repo)
+    recent = _read.recent_runs(repo, [str(r.task_name) for r in latest], n)
     tasks = []
-    for r in _read.latest_per_task(repo):
-        runs, _ = _read.list_runs(repo, task_name=r.task_name, limit=n)
+    for r in latest:
+        runs = recent[str(r.task_name)]
         task_stats = figures.get(r.task_name)
         tasks.append({
             "task_name": r.task_name,

@@ -20,6 +20,7 @@ from ..history import (
     RunInfo,
     latest_per_task,
     newest,
+    recent_runs,
     record_json,
 )
 from ..query import greater_equal, in_
@@ -43,6 +44,7 @@ __all__ = [
     "latest_per_task",
     "list_runs",
     "newest",
+    "recent_runs",
     "record_json",
     "run_ends",
     "run_output",

@@ -28,7 +28,13 @@ from tasklog import (
     mark_crashed,
     open_repo,
 )
-from tasklog.history import crash_candidates, latest_per_task, lost_runs, open_runs
+from tasklog.history import (
+    crash_candidates,
+    latest_per_task,
+    lost_runs,
+    open_runs,
+    recent_runs,
+)
 from tasklog.repos import BACKENDS, backend_for, open_existing, same_store
 
 HOST = socket.gethostname()
@@ -253,6 +259,22 @@ class TestOpenAndDeadRuns:
         add_run(runs_repo, "b", NOW - 10, None)
         latest = latest_per_task(runs_repo)
         assert [("a", "fail"), ("b", "log")] == [(r.task_name, r.action) for r in latest]
+
+    def test_recent_runs_of_each_task(self, runs_repo: Repository[Any]) -> None:
+        """The newest n runs of each task, as list_runs gives them per task."""
+        for i in range(5):
+            add_run(runs_repo, "a", NOW - 100 + i, "success" if i % 2 else None)
+        add_run(runs_repo, "b", NOW - 50, "fail")
+        found = recent_runs(runs_repo, ["a", "b", "none"], 3)
+        assert {
+            "a": list_runs(runs_repo, task_name="a", limit=3),
+            "b": list_runs(runs_repo, task_name="b", limit=3),
+            "none": [],
+        } == found
+        assert [NOW - 96, NOW - 97, NOW - 98] == pytest.approx(
+            [r.start.timestamp() for r in found["a"]]
+        )
+        assert {"a": []} == recent_runs(runs_repo, ["a"], 0)
 
     def test_latest_per_task_without_actions(self, make_repo: RepoFactory, store: str) -> None:
         """A record without an action, or a model without the field, is a task's

@@ -66,14 +66,18 @@ def random_history(seed: int, runs: int = 60) -> list[list[dict[str, Any]]]:
 
 
 def index_rows(repo: SQLRepo[Any]) -> list[tuple[Any, ...]]:
-    """The runs index's rows, sorted (times rounded against float noise)."""
+    """The runs index's rows, then its totals' rows, sorted (times rounded
+    against float noise)."""
     runs = repo._index()
     assert runs is not None
     with repo.engine.connect() as conn:
         rows = conn.execute(sa.select(runs.table)).all()
-    return sorted(
-        tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows
-    )
+        totals = conn.execute(sa.select(runs.totals)).all()
+    return [
+        *sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows),
+        ("totals",),
+        *sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in totals),
+    ]
 
 
 def rebuilt_rows(repo: SQLRepo[Any]) -> list[tuple[Any, ...]]:
@@ -108,6 +112,7 @@ def answers(repo: tasklog.Repository[Any]) -> dict[str, Any]:
         "get": [(r.task_name, r.outcome) for r in
                 filter(None, (history.get_run(repo, rid) for rid in ("shared", "r001", "r013")))],
         "open": sorted((r.task_name, r.run_id) for r in history.open_runs(repo)),
+        "recent": history.recent_runs(repo, ["task-0", "task-3", "task-8"], 3),
         "stats": figures,
         "stats_task": tasklog.stats(repo, task_name="task-2"),
         "stats_since": tasklog.stats(repo, since=NOW - 1800),
