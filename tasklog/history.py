@@ -54,6 +54,7 @@ __all__ = [
     "mark_crashed",
     "newest",
     "open_runs",
+    "outcome_counts",
     "process_gone",
     "recent_runs",
     "record_json",
@@ -139,6 +140,12 @@ class RunIndexQueries(Protocol):
 
     def recent_run_rows(self, task_names: list[str], n: int) -> list[RunPair] | None:
         """The newest *n* runs of each of these tasks (each task's newest first)."""
+
+    def run_starts(
+        self, *, task_name: str | None, low: float
+    ) -> list[tuple[Any, float, str | None]] | None:
+        """``(start field or None, created, outcome or None)`` of each run of
+        *task_name* (all with None) whose run record's ``created`` >= *low*."""
 
     def run_figures(
         self, *, task_name: str | None, since: float | None
@@ -526,6 +533,42 @@ def list_runs(
         if close is not None:
             close()
     return runs
+
+
+def outcome_counts(
+    repo: Repository[Any], *, origin: float, step: float, task_name: str | None = None
+) -> dict[int, dict[str, int]]:
+    """The runs that started since *origin*, counted per time bucket and outcome.
+
+    Bucket *k* holds the runs whose start (as :attr:`RunInfo.start`) is in
+    ``[origin + k*step, origin + (k+1)*step)``; the outcome is ``running``
+    while open. A store with a runs index reads the window's runs without
+    building each one.
+
+    Raises:
+        ConfigError: the model has no ``run_id``.
+    """
+    require_run_fields(repo)
+    repo.sync()
+    found: dict[int, dict[str, int]] = {}
+
+    def count(start: float, outcome: str | None) -> None:
+        slot = int((start - origin) // step)
+        if slot >= 0:
+            bucket = found.setdefault(slot, {})
+            name = outcome or RUNNING
+            bucket[name] = bucket.get(name, 0) + 1
+
+    if isinstance(repo, RunIndexQueries):
+        indexed = repo.run_starts(task_name=task_name, low=origin)
+        if indexed is not None:
+            for start, created, outcome in indexed:
+                when = _when({"start": start, "created": created}, "start")
+                count(when.timestamp(), outcome)
+            return found
+    for run in list_runs(repo, task_name=task_name, since=origin, limit=None):
+        count(run.start.timestamp(), run.outcome)
+    return found
 
 
 def recent_runs(

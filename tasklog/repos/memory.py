@@ -421,6 +421,11 @@ class MemoryRepo(Repository[ModelT]):
             return len(found)
 
     # -------------------------------------------------------------- runs
+    def _stored_at(self, seq: int) -> tuple[Any, ...]:
+        row = self._rows[seq - self._offset]
+        assert row is not None
+        return row
+
     def _row_at(self, seq: int) -> Row:
         row = self._rows[seq - self._offset]
         assert row is not None
@@ -439,7 +444,7 @@ class MemoryRepo(Repository[ModelT]):
         store, offset = self._rows, self._offset
         fold = self._fold
         if fold is None or self._fold_generation != self._generation:
-            fold = self._fold = RunsFold(self._pos, self._row_at)
+            fold = self._fold = RunsFold(self._pos, self._row_at, self._stored_at)
             self._fold_generation = self._generation
             self._fold_mark = offset + self._head
         start = self._fold_mark - offset
@@ -483,6 +488,14 @@ class MemoryRepo(Repository[ModelT]):
         with self._lock:
             fold = self._runs()
             return None if fold is None else fold.recent_rows(task_names, n)
+
+    def run_starts(
+        self, *, task_name: str | None, low: float
+    ) -> list[tuple[Any, float, str | None]] | None:
+        """The start, ``created`` and outcome of the runs started since *low*."""
+        with self._lock:
+            fold = self._runs()
+            return None if fold is None else fold.starts_since(task_name, low)
 
     def run_figures(
         self, *, task_name: str | None = None, since: float | None = None

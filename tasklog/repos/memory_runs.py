@@ -63,15 +63,23 @@ class RunsFold:
     Args:
         pos: the position of each field in a stored row.
         row_at: the row (a dict of the model's fields) of a sequence number.
+        stored: the stored row (a tuple, see *pos*) of a sequence number.
     """
 
-    def __init__(self, pos: dict[str, int], row_at: Callable[[int], Row]) -> None:
+    def __init__(
+        self,
+        pos: dict[str, int],
+        row_at: Callable[[int], Row],
+        stored: Callable[[int], tuple[Any, ...]],
+    ) -> None:
         self._task = pos["task_name"]
         self._action = pos["action"]
         self._made = pos["created"]
         self._run_id = pos["run_id"]
         self._runtime = pos.get("runtime")
+        self._start_at = pos.get("start")
         self._row_at = row_at
+        self._stored = stored
         self.usable = True
         """False once a record's task or run id is not a string (the generic path answers)."""
         self.runs: dict[tuple[str, str], _Run] = {}
@@ -266,6 +274,19 @@ class RunsFold:
         for task in task_names:
             listing = self._by_task.get(task, [])
             found.extend(self._pair(place) for place in reversed(listing[-n:] if n else []))
+        return found
+
+    def starts_since(
+        self, task_name: str | None, low: float
+    ) -> list[tuple[Any, float, str | None]]:
+        """``(start field or None, created, outcome)`` of the runs started since *low*."""
+        listing = self._starts if task_name is None else self._by_task.get(task_name, [])
+        at, stored, runs = self._start_at, self._stored, self.runs
+        found = []
+        for place in listing[bisect_left(listing, low, key=_created):]:
+            run = runs[(place[1], place[2])]
+            start = None if at is None or run.start is None else stored(run.start)[at]
+            found.append((start, place[0], run.outcome))
         return found
 
     def open_rows(self, task_names: list[str] | None) -> list[Row]:

@@ -141,6 +141,11 @@ def make_engine(url: str | sa.URL, **kwargs: Any) -> Engine:
     return sa.create_engine(parsed, **kwargs)
 
 
+_WINDOW = 50_000
+"""Runs in a ``since`` window up to which the figures are computed from its
+runs' rows (fetched by the ``created`` index) rather than by the database."""
+
+
 class SQLRepo(Repository[ModelT]):
     """A store in one SQL table.
 
@@ -840,6 +845,24 @@ class SQLRepo(Repository[ModelT]):
             found.extend(self._run_pairs(sa.union_all(*parts) if len(parts) > 1 else parts[0]))
         return found
 
+    def run_starts(
+        self, *, task_name: str | None, low: float
+    ) -> list[tuple[Any, float, str | None]] | None:
+        """The start, ``created`` and outcome of the runs started since *low*,
+        from the runs index (its ``created`` or ``(task_name, created)`` index);
+        None without one."""
+        self._ensure_open()
+        runs = self._index()
+        if runs is None:
+            return None
+        i = runs.table
+        start = i.c.start if "start" in i.c else sa.null()
+        stmt = sa.select(start, i.c.created, i.c.outcome).where(i.c.created >= low)
+        if task_name is not None:
+            stmt = stmt.where(i.c.task_name == task_name)
+        with self.engine.connect() as conn:
+            return [(when, float(made), outcome) for when, made, outcome in conn.execute(stmt)]
+
     def open_run_rows(self, task_names: list[str] | None) -> list[Row] | None:
         """Runs without a closing record, from the runs index (its ``(outcome,
         created)`` index), as their ``run`` rows; None without an index."""
@@ -875,7 +898,7 @@ class SQLRepo(Repository[ModelT]):
         those, all of them in one statement.
         """
         self._ensure_open()
-        from ..history import FAILURES, OTHER
+        from ..history import FAILURES, OTHER, summarize_runs
 
         runs = self._index()
         if runs is None:
@@ -886,6 +909,15 @@ class SQLRepo(Repository[ModelT]):
             where.append(i.c.task_name == task_name)
         if since is not None:
             where.append(i.c.created >= since)
+            window = sa.select(i.c.task_name, i.c.outcome, i.c.secs).where(*where)
+            with self.engine.connect() as conn:
+                size = conn.execute(
+                    sa.select(sa.func.count()).select_from(window.limit(_WINDOW + 1).subquery())
+                ).scalar_one()
+                if size <= _WINDOW:  # a short window: its runs, summed up here
+                    triples = [tuple(row) for row in conn.execute(window)]
+                    total = summarize_runs(triples, by_task=False)[0]
+                    return (summarize_runs(triples) if by_task else []), total
         stmt = (
             sa.select(
                 i.c.task_name, i.c.outcome, sa.func.count(), sa.func.count(i.c.secs),

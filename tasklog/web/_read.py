@@ -192,12 +192,11 @@ def history_buckets(
     n = int((now - origin) // step) + 1
     names = [*CLOSING_ACTIONS, RUNNING]
     counts = [dict.fromkeys(names, 0) for _ in range(n)]
-    for run in history.list_runs(repo, task_name=task_name, since=origin, limit=None):
-        slot = int((run.start.timestamp() - origin) // step)
-        if 0 <= slot < n:
-            bucket = counts[slot]
-            name = run.outcome or RUNNING
-            bucket[name] = bucket.get(name, 0) + 1
+    found = history.outcome_counts(repo, origin=origin, step=step, task_name=task_name)
+    for slot, outcomes in found.items():
+        if slot < n:
+            for name, count in outcomes.items():
+                counts[slot][name] = counts[slot].get(name, 0) + count
     extra = sorted({k for bucket in counts for k in bucket} - set(names))
     names += extra
     return {

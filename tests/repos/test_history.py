@@ -33,6 +33,7 @@ from tasklog.history import (
     latest_per_task,
     lost_runs,
     open_runs,
+    outcome_counts,
     recent_runs,
 )
 from tasklog.repos import BACKENDS, backend_for, open_existing, same_store
@@ -275,6 +276,21 @@ class TestOpenAndDeadRuns:
             [r.start.timestamp() for r in found["a"]]
         )
         assert {"a": []} == recent_runs(runs_repo, ["a"], 0)
+
+    def test_outcome_counts_per_bucket(self, runs_repo: Repository[Any]) -> None:
+        """Runs counted by the bucket of their start and their outcome."""
+        add_run(runs_repo, "a", NOW - 3500, "success")  # before the origin: left out
+        add_run(runs_repo, "a", NOW - 3000, "success")
+        add_run(runs_repo, "b", NOW - 2990, "fail")
+        add_run(runs_repo, "a", NOW - 1000, None)
+        add_run(runs_repo, "a", NOW - 999, "inaction")
+        origin = NOW - 3000
+        assert {0: {"success": 1, "fail": 1}, 2: {"running": 1, "inaction": 1}} == (
+            outcome_counts(runs_repo, origin=origin, step=1000)
+        )
+        assert {0: {"success": 1}, 2: {"running": 1, "inaction": 1}} == (
+            outcome_counts(runs_repo, origin=origin, step=1000, task_name="a")
+        )
 
     def test_latest_per_task_without_actions(self, make_repo: RepoFactory, store: str) -> None:
         """A record without an action, or a model without the field, is a task's

@@ -113,6 +113,10 @@ def answers(repo: tasklog.Repository[Any]) -> dict[str, Any]:
                 filter(None, (history.get_run(repo, rid) for rid in ("shared", "r001", "r013")))],
         "open": sorted((r.task_name, r.run_id) for r in history.open_runs(repo)),
         "recent": history.recent_runs(repo, ["task-0", "task-3", "task-8"], 3),
+        "buckets": history.outcome_counts(repo, origin=NOW - 3000, step=450),
+        "buckets_task": history.outcome_counts(
+            repo, origin=NOW - 3000, step=450, task_name="task-1"
+        ),
         "stats": figures,
         "stats_task": tasklog.stats(repo, task_name="task-2"),
         "stats_since": tasklog.stats(repo, since=NOW - 1800),
@@ -145,6 +149,25 @@ def test_index_kept_by_writes_equals_one_rebuilt(
     assert kept, "the history has runs"
     assert kept == rebuilt_rows(sql)
     assert answers(sql) == answers(memory)
+
+
+@pytest.mark.parametrize("store", SQL_STORES)
+@pytest.mark.parametrize("window", [0, 50_000], ids=["by-the-database", "from-the-rows"])
+def test_figures_over_a_window_either_way(
+    make_repo: RepoFactory, store: str, window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stats(since=)`` sums a short window's runs itself and has the database
+    sum a long one: both answer as the records do."""
+    from tasklog.repos import sql as sql_module
+
+    monkeypatch.setattr(sql_module, "_WINDOW", window)
+    sql, generic = both(make_repo, store)
+    write((sql, generic), random_history(8))
+    for since in (NOW - 3600, NOW - 1800, NOW - 600, NOW + 10):
+        assert tasklog.stats(sql, since=since) == tasklog.stats(generic, since=since)
+        assert tasklog.stats(sql, since=since, task_name="task-1") == (
+            tasklog.stats(generic, since=since, task_name="task-1")
+        )
 
 
 @pytest.mark.parametrize("store", SQL_STORES)
