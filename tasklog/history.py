@@ -53,6 +53,7 @@ __all__ = [
     "lost_runs",
     "mark_crashed",
     "newest",
+    "newest_closed",
     "open_runs",
     "outcome_counts",
     "process_gone",
@@ -140,6 +141,12 @@ class RunIndexQueries(Protocol):
 
     def recent_run_rows(self, task_names: list[str], n: int) -> list[RunPair] | None:
         """The newest *n* runs of each of these tasks (each task's newest first)."""
+
+    def newest_closed_rows(
+        self, task_names: list[str], outcomes: list[str]
+    ) -> list[RunPair] | None:
+        """Per task, the run with one of *outcomes* whose closing record's
+        ``created`` is the newest (tasks without one are left out)."""
 
     def run_starts(
         self, *, task_name: str | None, low: float
@@ -568,6 +575,46 @@ def outcome_counts(
             return found
     for run in list_runs(repo, task_name=task_name, since=origin, limit=None):
         count(run.start.timestamp(), run.outcome)
+    return found
+
+
+def newest_closed(
+    repo: Repository[Any], task_names: Sequence[str], outcome: str | Iterable[str] | None = None
+) -> dict[str, RunInfo]:
+    """Per task, its run that ended last: the one whose closing record has the
+    newest ``created``, among runs with one of these outcomes (any closing
+    action by default). Tasks with no such run are left out.
+
+    Raises:
+        ConfigError: the model has no ``run_id``.
+    """
+    require_run_fields(repo)
+    outcomes = _names(outcome, "outcome") or list(CLOSING_ACTIONS)
+    tasks = [str(task) for task in task_names]
+    repo.sync()
+    if isinstance(repo, RunIndexQueries):
+        indexed = repo.newest_closed_rows(tasks, outcomes)
+        if indexed is not None:
+            return {str(start["task_name"]): _run_info(repo, start, end) for start, end in indexed}
+    found: dict[str, RunInfo] = {}
+    for task in tasks:
+        query = Query.build(repo.schema, {"task_name": task, "action": in_(outcomes)})
+        ends = repo.select_rows(query.ordered(repo.schema, ("-created",)), limit=None)
+        for end in ends:  # newest first: the first that is its started run's first closing
+            if end.get("run_id") is None:
+                continue
+            starts = _earliest_starts(repo.select_rows(Query.build(
+                repo.schema, {"task_name": task, "run_id": end["run_id"], "action": "run"}
+            )))
+            first = _closings(repo, starts).get((task, end["run_id"])) if starts else None
+            if first is not None and (first["action"], float(first["created"])) == (
+                end["action"], float(end["created"])
+            ):
+                found[task] = _run_info(repo, starts[0], first)
+                break
+        close = getattr(ends, "close", None)
+        if close is not None:
+            close()
     return found
 
 

@@ -489,6 +489,14 @@ class MemoryRepo(Repository[ModelT]):
             fold = self._runs()
             return None if fold is None else fold.recent_rows(task_names, n)
 
+    def newest_closed_rows(
+        self, task_names: list[str], outcomes: list[str]
+    ) -> list[tuple[Row, Row | None]] | None:
+        """Per task, the run with one of *outcomes* that ended last."""
+        with self._lock:
+            fold = self._runs()
+            return None if fold is None else fold.newest_closed(task_names, outcomes)
+
     def run_starts(
         self, *, task_name: str | None, low: float
     ) -> list[tuple[Any, float, str | None]] | None:

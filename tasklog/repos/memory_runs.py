@@ -91,6 +91,8 @@ class RunsFold:
         self._secs: dict[str | None, list[float]] = {None: []}
         self._counts: dict[str, list[int]] = {}
         """Per task: runs, successes, failures, other, finished."""
+        self._closed: dict[tuple[str, str], tuple[float, tuple[str, str]]] = {}
+        """Per task and outcome: the newest closing ``created`` of a listed run, and its run."""
 
     # ------------------------------------------------------------ folding
     def fold(self, numbered: Iterable[tuple[int, tuple[Any, ...]]]) -> None:
@@ -162,6 +164,10 @@ class RunsFold:
         self._by_outcome = {}
         self._secs = {None: []}
         self._counts = {}
+        self._closed = {}
+        for key, view in views.items():
+            if view is not None and view[1] is not None:
+                self._note_closed(key, view[1])
         for place, outcome, secs in shown:  # in start order: each list stays sorted
             self._add_counts(place[1], outcome, secs, +1, sort=False)
         for place in self._starts:
@@ -183,10 +189,20 @@ class RunsFold:
             self._add_counts(place[1], outcome, secs, -1)
         if new is not None:
             place, outcome, secs = new
+            if outcome is not None:
+                self._note_closed(key, outcome)
             insort(self._starts, place)
             insort(self._by_task.setdefault(place[1], []), place)
             insort(self._by_outcome.setdefault(outcome, []), place)
             self._add_counts(place[1], outcome, secs, +1)
+
+    def _note_closed(self, key: tuple[str, str], outcome: str) -> None:
+        """Keep run *key* as its task's newest closed run of *outcome* if it is
+        (runs only gain closings between two builds, so the newest only moves on)."""
+        ended = self.runs[key].ended
+        held = self._closed.get((key[0], outcome))
+        if held is None or ended > held[0]:
+            self._closed[(key[0], outcome)] = (ended, key)
 
     def _add_counts(
         self, task: str, outcome: str | None, secs: float | None, sign: int, *, sort: bool = True
@@ -287,6 +303,20 @@ class RunsFold:
             run = runs[(place[1], place[2])]
             start = None if at is None or run.start is None else stored(run.start)[at]
             found.append((start, place[0], run.outcome))
+        return found
+
+    def newest_closed(
+        self, task_names: list[str], outcomes: list[str]
+    ) -> list[tuple[Row, Row | None]]:
+        """Per task, the run with one of *outcomes* whose closing record is newest."""
+        found = []
+        for task in task_names:
+            held = [self._closed[(task, o)] for o in outcomes if (task, o) in self._closed]
+            if held:
+                key = max(held, key=itemgetter(0))[1]
+                view = self._views_of[key]
+                assert view is not None
+                found.append(self._pair(view[0]))
         return found
 
     def open_rows(self, task_names: list[str] | None) -> list[Row]:

@@ -845,6 +845,51 @@ class SQLRepo(Repository[ModelT]):
             found.extend(self._run_pairs(sa.union_all(*parts) if len(parts) > 1 else parts[0]))
         return found
 
+    def newest_closed_rows(
+        self, task_names: list[str], outcomes: list[str]
+    ) -> list[tuple[Row, Row | None]] | None:
+        """Per task, the run with one of *outcomes* that ended last, from the runs
+        index: one seek per task into its ``(task_name, closing_created)`` index
+        (any closing action), else per task and outcome into ``(task_name,
+        outcome, closing_created)``, in one statement per 50 tasks; None
+        without an index."""
+        from ..history import CLOSING_ACTIONS
+
+        self._ensure_open()
+        runs = self._index()
+        if runs is None:
+            return None
+        i = runs.table
+        every = set(outcomes) >= set(CLOSING_ACTIONS)
+        chosen: list[Any] = [None] if every else list(outcomes)
+        best: dict[Any, tuple[Row, Row | None]] = {}
+        for at in range(0, len(task_names), 50):
+            parts = [
+                sa.select(
+                    sa.select(i)
+                    .where(
+                        i.c.task_name == task,
+                        i.c.closing_created.is_not(None) if outcome is None
+                        else i.c.outcome == outcome,
+                        i.c.created.is_not(None),
+                    )
+                    .order_by(i.c.closing_created.desc())
+                    .limit(1)
+                    .subquery()
+                )
+                for task in task_names[at : at + 50]
+                for outcome in chosen
+            ]
+            if not parts:
+                continue
+            stmt = sa.union_all(*parts) if len(parts) > 1 else parts[0]
+            for start, end in self._run_pairs(stmt):
+                assert end is not None
+                held = best.get(start["task_name"])
+                if held is None or float(end["created"]) > float(held[1]["created"]):  # type: ignore[index]
+                    best[start["task_name"]] = (start, end)
+        return list(best.values())
+
     def run_starts(
         self, *, task_name: str | None, low: float
     ) -> list[tuple[Any, float, str | None]] | None:

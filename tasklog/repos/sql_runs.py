@@ -104,6 +104,9 @@ class RunsIndex:
             # covers the figures' GROUP BY task_name, outcome (read without the table)
             sa.Index(f"ix_{name}_figures", "task_name", "outcome", "created", "secs"),
             sa.Index(f"ix_{name}_run_id", "run_id"),
+            # the run of each task (and outcome) that ended last
+            sa.Index(f"ix_{name}_task_closed", "task_name", "closing_created"),
+            sa.Index(f"ix_{name}_task_outcome_closed", "task_name", "outcome", "closing_created"),
         ]
         self.table = sa.Table(name, metadata, *columns, *indexes)
         self.state = sa.Table(

@@ -70,6 +70,10 @@ class _Collector:
             "tasklog_last_run_success",
             "1 when the task's newest finished run succeeded, else 0.", labels=["task"],
         )
+        names = list(figures.tasks)
+        successes = _read.newest_closed(repo, names, "success")
+        finished = _read.newest_closed(repo, names)
+        started = _read.recent_runs(repo, names, 1)
         for name, task in figures.tasks.items():
             open_runs = task.runs - task.finished
             for outcome, n in (
@@ -87,13 +91,12 @@ class _Collector:
                     runtime.add_metric([name, quantile], value)
             if task.mean_runtime is not None:
                 mean.add_metric([name], task.mean_runtime)
-            success = _read.last_success(repo, name)
-            if success is not None:
-                last_success.add_metric([name], success)
-            newest = _read.last_finished(repo, name)
-            started = _read.last_started(repo, name)
-            if started is not None:
-                last_start.add_metric([name], started.start.timestamp())
+            success = successes.get(name)
+            if success is not None and success.end is not None:
+                last_success.add_metric([name], success.end.timestamp())
+            newest = finished.get(name)
+            if started.get(name):
+                last_start.add_metric([name], started[name][0].start.timestamp())
             if newest is not None and newest.runtime is not None:
                 last_duration.add_metric([name], newest.runtime.total_seconds())
                 last_ok.add_metric([name], 1 if newest.outcome == "success" else 0)

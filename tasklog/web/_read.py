@@ -20,6 +20,7 @@ from ..history import (
     RunInfo,
     latest_per_task,
     newest,
+    newest_closed,
     recent_runs,
     record_json,
 )
@@ -38,12 +39,10 @@ __all__ = [
     "get_run",
     "history_buckets",
     "iso_timestamp",
-    "last_finished",
-    "last_started",
-    "last_success",
     "latest_per_task",
     "list_runs",
     "newest",
+    "newest_closed",
     "recent_runs",
     "record_json",
     "run_ends",
@@ -213,29 +212,3 @@ def history_buckets(
         ],
     }
 
-
-def last_success(repo: Repository[Any], task_name: str) -> float | None:
-    """When the task's newest successful run ended (Unix time)."""
-    record = repo.filter_by(task_name=task_name, action="success").last()
-    if record is None or record.run_id is None:
-        return None
-    run = history.get_run(repo, str(record.run_id))
-    if run is not None and run.end is not None:
-        return run.end.timestamp()
-    return float(record.created)
-
-
-def last_finished(repo: Repository[Any], task_name: str) -> RunInfo | None:
-    """The task's run whose closing record is the newest, or None."""
-    closing = repo.filter_by(task_name=task_name, action=in_(CLOSING_ACTIONS)).last()
-    if closing is None or closing.run_id is None:
-        return None
-    return history.get_run(repo, str(closing.run_id))
-
-
-def last_started(repo: Repository[Any], task_name: str) -> RunInfo | None:
-    """The task's run whose ``run`` record is the newest stored, or None."""
-    record = repo.filter_by(task_name=task_name, action="run").last()
-    if record is None or record.run_id is None:
-        return None
-    return history.get_run(repo, str(record.run_id))

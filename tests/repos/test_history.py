@@ -32,6 +32,7 @@ from tasklog.history import (
     crash_candidates,
     latest_per_task,
     lost_runs,
+    newest_closed,
     open_runs,
     outcome_counts,
     recent_runs,
@@ -291,6 +292,18 @@ class TestOpenAndDeadRuns:
         assert {0: {"success": 1}, 2: {"running": 1, "inaction": 1}} == (
             outcome_counts(runs_repo, origin=origin, step=1000, task_name="a")
         )
+
+    def test_newest_closed_per_task(self, runs_repo: Repository[Any]) -> None:
+        """Per task, the run that ended last (of these outcomes)."""
+        early = add_run(runs_repo, "a", NOW - 300, "success", seconds=250)  # ends NOW - 50
+        late_start = add_run(runs_repo, "a", NOW - 100, "fail", seconds=10)  # ends NOW - 90
+        add_run(runs_repo, "a", NOW - 20, None)
+        b = add_run(runs_repo, "b", NOW - 60, "success")
+        found = newest_closed(runs_repo, ["a", "b", "c"])
+        assert {"a": early, "b": b} == {task: run.run_id for task, run in found.items()}
+        failed = newest_closed(runs_repo, ["a", "b"], ["fail", "crash"])
+        assert {"a": late_start} == {task: run.run_id for task, run in failed.items()}
+        assert found["a"] == get_run(runs_repo, early)
 
     def test_latest_per_task_without_actions(self, make_repo: RepoFactory, store: str) -> None:
         """A record without an action, or a model without the field, is a task's

@@ -113,6 +113,9 @@ def answers(repo: tasklog.Repository[Any]) -> dict[str, Any]:
                 filter(None, (history.get_run(repo, rid) for rid in ("shared", "r001", "r013")))],
         "open": sorted((r.task_name, r.run_id) for r in history.open_runs(repo)),
         "recent": history.recent_runs(repo, ["task-0", "task-3", "task-8"], 3),
+        "ended": history.newest_closed(repo, ["task-0", "task-1", "task-2", "task-3", "x"]),
+        "succeeded": history.newest_closed(repo, ["task-0", "task-1", "task-2"], "success"),
+        "failed": history.newest_closed(repo, ["task-0", "task-3"], ["fail", "crash"]),
         "buckets": history.outcome_counts(repo, origin=NOW - 3000, step=450),
         "buckets_task": history.outcome_counts(
             repo, origin=NOW - 3000, step=450, task_name="task-1"
