@@ -29,10 +29,6 @@ from .base import Row
 
 __all__ = ["RunsFold"]
 
-_CLOSING = frozenset(("success", "fail", "crash", "inaction", "terminate", "missed", "skipped"))
-"""The closing actions (:data:`tasklog.history.CLOSING_ACTIONS`)."""
-_FAILURES = frozenset(("fail", "crash"))
-_OTHER = frozenset(("inaction", "terminate"))
 _REBUILD_AFTER = 2000
 """Runs changed by one fold beyond which the sorted views are made anew (a sort)
 rather than updated one by one."""
@@ -72,6 +68,11 @@ class RunsFold:
         row_at: Callable[[int], Row],
         stored: Callable[[int], tuple[Any, ...]],
     ) -> None:
+        from ..history import CLOSING_ACTIONS, FAILURES, OTHER  # what a run is, said once
+
+        self._closing = frozenset(CLOSING_ACTIONS)
+        self._failures = frozenset(FAILURES)
+        self._other = frozenset(OTHER)
         self._task = pos["task_name"]
         self._action = pos["action"]
         self._made = pos["created"]
@@ -98,11 +99,11 @@ class RunsFold:
     def fold(self, numbered: Iterable[tuple[int, tuple[Any, ...]]]) -> None:
         """Fold stored rows, given as ``(seq, row)`` in insertion order."""
         t, a, c, r = self._task, self._action, self._made, self._run_id
-        runs, by_run_id = self.runs, self._by_run_id
+        runs, by_run_id, closing = self.runs, self._by_run_id, self._closing
         touched: set[tuple[str, str]] = set()
         for seq, row in numbered:
             action = row[a]
-            if action != "run" and action not in _CLOSING:
+            if action != "run" and action not in closing:
                 continue
             run_id = row[r]
             if run_id is None:
@@ -212,8 +213,8 @@ class RunsFold:
         if outcome is not None:
             counts[4] += sign
             counts[1] += sign if outcome == "success" else 0
-            counts[2] += sign if outcome in _FAILURES else 0
-            counts[3] += sign if outcome in _OTHER else 0
+            counts[2] += sign if outcome in self._failures else 0
+            counts[3] += sign if outcome in self._other else 0
         if secs is None:
             return
         for times in (self._secs.setdefault(task, []), self._secs[None]):

@@ -44,16 +44,11 @@ from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["CLOSING", "RunsIndex"]
+__all__ = ["RunsIndex"]
 
-CLOSING: tuple[str, ...] = (
-    "success", "fail", "crash", "inaction", "terminate", "missed", "skipped"
-)
-"""The closing actions (the same as :data:`tasklog.history.CLOSING_ACTIONS`)."""
 Row = dict[str, Any]
 Tally = list[Any]
 """``[runs, runs with a runtime, sum of runtimes]``."""
-_CLOSING = frozenset(CLOSING)
 _CHUNK = 5000
 """Records folded per statement."""
 _TIDY_AFTER = 20_000
@@ -75,6 +70,10 @@ class RunsIndex:
     """
 
     def __init__(self, records: sa.Table, id_column: sa.Column[Any], runtime_numeric: bool) -> None:
+        from ..history import CLOSING_ACTIONS  # what a run is, said once
+
+        self.closing = frozenset(CLOSING_ACTIONS)
+        """The actions that end a run."""
         self.records = records
         self.id = id_column
         c = records.c
@@ -226,14 +225,14 @@ class RunsIndex:
             names.append("runtime")
         scope = list(where)
         if not by_key:
-            scope += [t.c.run_id.is_not(None), t.c.action.in_(("run", *CLOSING))]
+            scope += [t.c.run_id.is_not(None), t.c.action.in_(("run", *self.closing))]
         stmt = sa.select(*(t.c[n] for n in names)).where(*scope).order_by(self.id)
         chunk: list[Row] = []
         count = 0
         for values in conn.execute(stmt):
             row = dict(zip(names, values, strict=True))
             if by_key and (row["run_id"] is None or (
-                    row["action"] != "run" and row["action"] not in _CLOSING)):
+                    row["action"] != "run" and row["action"] not in self.closing)):
                 continue
             if keys is not None and (row["task_name"], row["run_id"]) not in keys:
                 continue
@@ -297,7 +296,7 @@ class RunsIndex:
         has_runtime = self.has_runtime
         for row in rows:
             action = row.get("action")
-            if action != "run" and action not in _CLOSING:
+            if action != "run" and action not in self.closing:
                 continue
             run_id = row.get("run_id")
             task = row.get("task_name")
