@@ -273,6 +273,12 @@ class SQLRepo(Repository[ModelT]):
             return None  # a read-only database: the reads go through the records
         return runs
 
+    def _runs_table(self) -> sa.Table | None:
+        """The runs index's table, up to date (see :meth:`_index`); None without one."""
+        self._ensure_open()
+        runs = self._index()
+        return None if runs is None else runs.table
+
     def _adopt_model(self, previous: Schema) -> None:
         """Check the table against the new model, as on opening.
 
@@ -775,11 +781,9 @@ class SQLRepo(Repository[ModelT]):
     ) -> list[tuple[Row, Row | None]] | None:
         """Runs newest start first from the runs index (see
         :class:`tasklog.history.RunIndexQueries`); None without one."""
-        self._ensure_open()
-        runs = self._index()
-        if runs is None:
+        i = self._runs_table()
+        if i is None:
             return None
-        i = runs.table
         where: list[Any] = [i.c.created.is_not(None)]
         if task_names is not None:
             where.append(i.c.task_name.in_(task_names))
@@ -806,11 +810,9 @@ class SQLRepo(Repository[ModelT]):
     def run_row(self, run_id: str) -> list[tuple[Row, Row | None]] | None:
         """The run *run_id* from the runs index: a list of its pair (empty when
         there is no such run); None without an index."""
-        self._ensure_open()
-        runs = self._index()
-        if runs is None:
+        i = self._runs_table()
+        if i is None:
             return None
-        i = runs.table
         stmt = (
             sa.select(i)
             .where(i.c.run_id == run_id, i.c.created.is_not(None))
@@ -825,11 +827,9 @@ class SQLRepo(Repository[ModelT]):
         """The newest *n* runs of each task from the runs index: one statement
         of a ``LIMIT`` per task (each a short walk of ``(task_name, created)``)
         per 100 tasks; None without an index."""
-        self._ensure_open()
-        runs = self._index()
-        if runs is None:
+        i = self._runs_table()
+        if i is None:
             return None
-        i = runs.table
         found: list[tuple[Row, Row | None]] = []
         for at in range(0, len(task_names), 100):
             parts = [
@@ -855,11 +855,9 @@ class SQLRepo(Repository[ModelT]):
         without an index."""
         from ..history import CLOSING_ACTIONS
 
-        self._ensure_open()
-        runs = self._index()
-        if runs is None:
+        i = self._runs_table()
+        if i is None:
             return None
-        i = runs.table
         every = set(outcomes) >= set(CLOSING_ACTIONS)
         chosen: list[Any] = [None] if every else list(outcomes)
         best: dict[Any, tuple[Row, Row | None]] = {}
@@ -896,11 +894,9 @@ class SQLRepo(Repository[ModelT]):
         """The start, ``created`` and outcome of the runs started since *low*,
         from the runs index (its ``created`` or ``(task_name, created)`` index);
         None without one."""
-        self._ensure_open()
-        runs = self._index()
-        if runs is None:
+        i = self._runs_table()
+        if i is None:
             return None
-        i = runs.table
         start = i.c.start if "start" in i.c else sa.null()
         stmt = sa.select(start, i.c.created, i.c.outcome).where(i.c.created >= low)
         if task_name is not None:
