@@ -46,12 +46,14 @@ __all__ = [
     "RunQueries",
     "aggregate_runs",
     "crash_candidates",
+    "figures_row",
     "get_run",
     "has_task",
     "latest_per_task",
     "list_runs",
     "lost_runs",
     "mark_crashed",
+    "nearest_rank",
     "newest",
     "newest_closed",
     "open_runs",
@@ -61,6 +63,7 @@ __all__ = [
     "record_json",
     "require_run_fields",
     "run_figures",
+    "runtime_seconds",
     "summarize_runs",
     "write_crashes",
 ]
@@ -874,9 +877,37 @@ def _crash_record(repo: Repository[Any], run: RunInfo, last_seen: datetime, mess
 # ----------------------------------------------------------------- figures
 
 
-def _rank(percent: int, n: int) -> int:
+def nearest_rank(percent: int, n: int) -> int:
     """Nearest rank (1-based) of the *percent* percentile of *n* values: ceil(p*n/100)."""
     return (percent * n + 99) // 100
+
+
+def runtime_seconds(value: Any) -> float | None:
+    """A closing record's ``runtime`` in seconds (a ``timedelta`` or a number);
+    None when it holds none, and the run's runtime is then its end minus its start."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def figures_row(task: str | None, counts: Sequence[int], times: Sequence[float]) -> Row:
+    """A row of :func:`aggregate_runs` from *counts* (runs, successes, failures,
+    other, finished) and the finished runs' runtimes, sorted."""
+    n = len(times)
+    return {
+        "task_name": task,
+        "runs": counts[0],
+        "successes": counts[1],
+        "failures": counts[2],
+        "other": counts[3],
+        "finished": counts[4],
+        "mean_runtime": sum(times) / n if n else None,
+        "p50_runtime": times[nearest_rank(50, n) - 1] if n else None,
+        "p95_runtime": times[nearest_rank(95, n) - 1] if n else None,
+        "max_runtime": times[-1] if n else None,
+    }
 
 
 def summarize_runs(
@@ -896,19 +927,14 @@ def summarize_runs(
     for task in sorted(groups, key=lambda t: (t is not None, t or "")):
         members = groups[task]
         times = sorted(rt for outcome, rt in members if outcome is not None and rt is not None)
-        n = len(times)
-        rows.append({
-            "task_name": task,
-            "runs": len(members),
-            "successes": sum(1 for outcome, _ in members if outcome == "success"),
-            "failures": sum(1 for outcome, _ in members if outcome in FAILURES),
-            "other": sum(1 for outcome, _ in members if outcome in OTHER),
-            "finished": sum(1 for outcome, _ in members if outcome is not None),
-            "mean_runtime": sum(times) / n if n else None,
-            "p50_runtime": times[_rank(50, n) - 1] if n else None,
-            "p95_runtime": times[_rank(95, n) - 1] if n else None,
-            "max_runtime": times[-1] if n else None,
-        })
+        counts = (
+            len(members),
+            sum(1 for outcome, _ in members if outcome == "success"),
+            sum(1 for outcome, _ in members if outcome in FAILURES),
+            sum(1 for outcome, _ in members if outcome in OTHER),
+            sum(1 for outcome, _ in members if outcome is not None),
+        )
+        rows.append(figures_row(task, counts, times))
     return rows
 
 
@@ -990,12 +1016,7 @@ def aggregate_runs(
                 yield key[0], None, None
                 continue
             outcome, created, runtime = end
-            if isinstance(runtime, timedelta):
-                seconds = runtime.total_seconds()
-            elif isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
-                seconds = float(runtime)
-            else:
-                seconds = created - start
-            yield key[0], outcome, seconds
+            seconds = runtime_seconds(runtime)
+            yield key[0], outcome, created - start if seconds is None else seconds
 
     return summarize_runs(runs(), by_task=by_task)

@@ -18,8 +18,7 @@ The answers equal :mod:`tasklog.history`'s generic ones over the records.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Iterator
 from heapq import merge
 from itertools import islice
 from operator import itemgetter
@@ -68,7 +67,16 @@ class RunsFold:
         row_at: Callable[[int], Row],
         stored: Callable[[int], tuple[Any, ...]],
     ) -> None:
-        from ..history import CLOSING_ACTIONS, FAILURES, OTHER  # what a run is, said once
+        from ..history import (  # what a run is, said once
+            CLOSING_ACTIONS,
+            FAILURES,
+            OTHER,
+            figures_row,
+            runtime_seconds,
+        )
+
+        self._figures_row = figures_row
+        self._runtime_seconds = runtime_seconds
 
         self._closing = frozenset(CLOSING_ACTIONS)
         self._failures = frozenset(FAILURES)
@@ -100,6 +108,7 @@ class RunsFold:
         """Fold stored rows, given as ``(seq, row)`` in insertion order."""
         t, a, c, r = self._task, self._action, self._made, self._run_id
         runs, by_run_id, closing = self.runs, self._by_run_id, self._closing
+        held, seconds = self._runtime, self._runtime_seconds
         touched: set[tuple[str, str]] = set()
         for seq, row in numbered:
             action = row[a]
@@ -124,7 +133,7 @@ class RunsFold:
                 run.start, run.created = seq, created
             elif run.end is None:
                 run.end, run.ended, run.outcome = seq, float(row[c]), action
-                run.seconds = self._seconds(row)
+                run.seconds = seconds(row[held]) if held is not None else None
             else:
                 continue
             touched.add(key)
@@ -133,16 +142,6 @@ class RunsFold:
         else:
             for key in touched:
                 self._move(key)
-
-    def _seconds(self, row: tuple[Any, ...]) -> float | None:
-        if self._runtime is None:
-            return None
-        value = row[self._runtime]
-        if isinstance(value, timedelta):
-            return value.total_seconds()
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        return None
 
     def _view(self, key: tuple[str, str]) -> tuple[Key, str | None, float | None] | None:
         """Where run *key* shows: its listing key, outcome and runtime (None
@@ -346,28 +345,12 @@ class RunsFold:
             return summarize_runs(triples), total
         tasks = sorted(self._counts) if task_name is None else [task_name]
         per_task = [
-            self._row(task, self._counts[task], self._secs.get(task, []))
+            self._figures_row(task, self._counts[task], self._secs.get(task, []))
             for task in tasks if self._counts.get(task, [0])[0] > 0
         ]
         if task_name is not None:
-            total = dict(per_task[0]) if per_task else self._row(None, [0] * 5, [])
+            total = dict(per_task[0]) if per_task else self._figures_row(None, [0] * 5, [])
             total["task_name"] = None
             return per_task, total
         sums = [sum(column) for column in zip(*self._counts.values(), strict=True)]
-        return per_task, self._row(None, sums or [0] * 5, self._secs[None])
-
-    @staticmethod
-    def _row(task: str | None, counts: Sequence[int], times: list[float]) -> Row:
-        n = len(times)
-        return {
-            "task_name": task,
-            "runs": counts[0],
-            "successes": counts[1],
-            "failures": counts[2],
-            "other": counts[3],
-            "finished": counts[4],
-            "mean_runtime": sum(times) / n if n else None,
-            "p50_runtime": times[(50 * n + 99) // 100 - 1] if n else None,
-            "p95_runtime": times[(95 * n + 99) // 100 - 1] if n else None,
-            "max_runtime": times[-1] if n else None,
-        }
+        return per_task, self._figures_row(None, sums or [0] * 5, self._secs[None])

@@ -141,6 +141,11 @@ def make_engine(url: str | sa.URL, **kwargs: Any) -> Engine:
     return sa.create_engine(parsed, **kwargs)
 
 
+def _newest_first(i: sa.Table) -> tuple[Any, ...]:
+    """The runs index's listing order: newest start first, ties by task and run id."""
+    return i.c.created.desc(), i.c.task_name.desc(), i.c.run_id.desc()
+
+
 _WINDOW = 50_000
 """Runs in a ``since`` window up to which the figures are computed from its
 runs' rows (fetched by the ``created`` index) rather than by the database."""
@@ -768,6 +773,15 @@ class SQLRepo(Repository[ModelT]):
                 pairs.append((start, end))
         return pairs
 
+    def _run_pairs_of(self, selects: list[Any]) -> list[tuple[Row, Row | None]]:
+        """The pairs of several limited selects of the runs index, read with one
+        ``UNION ALL`` per 100 of them (SQLite allows 500 in a compound select)."""
+        found: list[tuple[Row, Row | None]] = []
+        for at in range(0, len(selects), 100):
+            parts = [sa.select(part.subquery()) for part in selects[at : at + 100]]
+            found.extend(self._run_pairs(sa.union_all(*parts) if len(parts) > 1 else parts[0]))
+        return found
+
     def run_rows(
         self,
         *,
@@ -800,9 +814,7 @@ class SQLRepo(Repository[ModelT]):
             where.append(
                 sa.tuple_(i.c.created, i.c.task_name, i.c.run_id) < sa.tuple_(*bound)
             )
-        stmt = sa.select(i).where(*where).order_by(
-            i.c.created.desc(), i.c.task_name.desc(), i.c.run_id.desc()
-        )
+        stmt = sa.select(i).where(*where).order_by(*_newest_first(i))
         if limit is not None:
             stmt = stmt.limit(limit)
         return self._run_pairs(stmt)
@@ -830,20 +842,11 @@ class SQLRepo(Repository[ModelT]):
         i = self._runs_table()
         if i is None:
             return None
-        found: list[tuple[Row, Row | None]] = []
-        for at in range(0, len(task_names), 100):
-            parts = [
-                sa.select(
-                    sa.select(i)
-                    .where(i.c.task_name == task, i.c.created.is_not(None))
-                    .order_by(i.c.created.desc(), i.c.task_name.desc(), i.c.run_id.desc())
-                    .limit(n)
-                    .subquery()
-                )
-                for task in task_names[at : at + 100]
-            ]
-            found.extend(self._run_pairs(sa.union_all(*parts) if len(parts) > 1 else parts[0]))
-        return found
+        return self._run_pairs_of([
+            sa.select(i).where(i.c.task_name == task, i.c.created.is_not(None))
+            .order_by(*_newest_first(i)).limit(n)
+            for task in task_names
+        ])
 
     def newest_closed_rows(
         self, task_names: list[str], outcomes: list[str]
@@ -861,31 +864,23 @@ class SQLRepo(Repository[ModelT]):
         every = set(outcomes) >= set(CLOSING_ACTIONS)
         chosen: list[Any] = [None] if every else list(outcomes)
         best: dict[Any, tuple[Row, Row | None]] = {}
-        for at in range(0, len(task_names), 50):
-            parts = [
-                sa.select(
-                    sa.select(i)
-                    .where(
-                        i.c.task_name == task,
-                        i.c.closing_created.is_not(None) if outcome is None
-                        else i.c.outcome == outcome,
-                        i.c.created.is_not(None),
-                    )
-                    .order_by(i.c.closing_created.desc())
-                    .limit(1)
-                    .subquery()
-                )
-                for task in task_names[at : at + 50]
-                for outcome in chosen
-            ]
-            if not parts:
-                continue
-            stmt = sa.union_all(*parts) if len(parts) > 1 else parts[0]
-            for start, end in self._run_pairs(stmt):
-                assert end is not None
-                held = best.get(start["task_name"])
-                if held is None or float(end["created"]) > float(held[1]["created"]):  # type: ignore[index]
-                    best[start["task_name"]] = (start, end)
+        found = self._run_pairs_of([
+            sa.select(i)
+            .where(
+                i.c.task_name == task,
+                i.c.closing_created.is_not(None) if outcome is None else i.c.outcome == outcome,
+                i.c.created.is_not(None),
+            )
+            .order_by(i.c.closing_created.desc())
+            .limit(1)
+            for task in task_names
+            for outcome in chosen
+        ])
+        for start, end in found:
+            assert end is not None
+            held = best.get(start["task_name"])
+            if held is None or float(end["created"]) > float(held[1]["created"]):  # type: ignore[index]
+                best[start["task_name"]] = (start, end)
         return list(best.values())
 
     def run_starts(
@@ -939,7 +934,7 @@ class SQLRepo(Repository[ModelT]):
         those, all of them in one statement.
         """
         self._ensure_open()
-        from ..history import FAILURES, OTHER, summarize_runs
+        from ..history import FAILURES, OTHER, nearest_rank, summarize_runs
 
         runs = self._index()
         if runs is None:
@@ -959,15 +954,6 @@ class SQLRepo(Repository[ModelT]):
                     triples = [tuple(row) for row in conn.execute(window)]
                     total = summarize_runs(triples, by_task=False)[0]
                     return (summarize_runs(triples) if by_task else []), total
-        stmt = (
-            sa.select(
-                i.c.task_name, i.c.outcome, sa.func.count(), sa.func.count(i.c.secs),
-                sa.func.sum(i.c.secs), sa.func.max(i.c.secs),
-            )
-            .where(*where)
-            .group_by(i.c.task_name, i.c.outcome)
-        )
-
         def blank(task: str | None) -> Row:
             return {"task_name": task, "runs": 0, "successes": 0, "failures": 0, "other": 0,
                     "finished": 0, "n": 0, "sum": 0.0, "max_runtime": None}
@@ -975,10 +961,18 @@ class SQLRepo(Repository[ModelT]):
         total = blank(None)
         figures: dict[str, Row] = {}
         with self.engine.connect() as conn:
-            found = (
-                conn.execute(stmt).all() if since is not None
-                else [(*row, None) for row in runs.totals_rows(conn, task_name)]
-            )
+            found: list[tuple[Any, ...]]
+            if since is None:
+                found = [(*row, None) for row in runs.totals_rows(conn, task_name)]
+            else:
+                found = [tuple(row) for row in conn.execute(
+                    sa.select(
+                        i.c.task_name, i.c.outcome, sa.func.count(), sa.func.count(i.c.secs),
+                        sa.func.sum(i.c.secs), sa.func.max(i.c.secs),
+                    )
+                    .where(*where)
+                    .group_by(i.c.task_name, i.c.outcome)
+                )]
             for task, outcome, n, timed, seconds, longest in found:
                 targets = [total, figures.setdefault(task, blank(task))] if by_task else [total]
                 for row in targets:
@@ -1009,7 +1003,7 @@ class SQLRepo(Repository[ModelT]):
                 for percent in (50, 95):
                     row[f"p{percent}_runtime"] = None
                     if n:
-                        nth = self._nth_runtime(i, scope, (percent * n + 99) // 100, n)
+                        nth = self._nth_runtime(i, scope, nearest_rank(percent, n), n)
                         wanted.append((row, f"p{percent}_runtime", nth))
                 if n and row["max_runtime"] is None:  # the totals have no maxima
                     longest = sa.select(i.c.secs).where(*scope).order_by(i.c.secs.desc())

@@ -36,7 +36,6 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,10 +69,11 @@ class RunsIndex:
     """
 
     def __init__(self, records: sa.Table, id_column: sa.Column[Any], runtime_numeric: bool) -> None:
-        from ..history import CLOSING_ACTIONS  # what a run is, said once
+        from ..history import CLOSING_ACTIONS, runtime_seconds  # what a run is, said once
 
         self.closing = frozenset(CLOSING_ACTIONS)
         """The actions that end a run."""
+        self._runtime_seconds = runtime_seconds
         self.records = records
         self.id = id_column
         c = records.c
@@ -317,10 +317,9 @@ class RunsIndex:
             elif entry["outcome"] is None:
                 entry["outcome"] = action
                 entry["closing_created"] = created
-                runtime = row.get("runtime") if has_runtime else None
-                if isinstance(runtime, timedelta):
-                    runtime = runtime.total_seconds()
-                entry["runtime"] = runtime
+                entry["runtime"] = (
+                    self._runtime_seconds(row.get("runtime")) if has_runtime else None
+                )
                 for name in optional:
                     if name in _FROM_CLOSING:
                         entry[name] = row.get(name)
