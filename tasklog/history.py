@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import socket
 import time
@@ -26,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -298,7 +300,11 @@ def _when(row: Row, name: str) -> datetime:
 
 
 def _encode_cursor(created: float, task: Any, run_id: Any) -> str:
-    text = json.dumps([created, task, run_id], separators=(",", ":"))
+    if type(created) is float and math.isfinite(created) and type(task) is str \
+            and type(run_id) is str:  # what json.dumps gives, without its set-up per call
+        text = f"[{created!r},{_quote(task)},{_quote(run_id)}]"
+    else:
+        text = json.dumps([created, task, run_id], separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
@@ -918,23 +924,30 @@ def summarize_runs(
     *outcome* is the closing action (None while the run is open) and
     *runtime* is None for an open run. Returns rows as :func:`aggregate_runs`.
     """
-    groups: dict[str | None, list[tuple[str | None, float | None]]] = {}
-    for task, outcome, runtime in runs:
-        groups.setdefault(task if by_task else None, []).append((outcome, runtime))
+    groups: dict[str | None, tuple[dict[str | None, int], list[float]]] = {}
+    for task, outcome, runtime in runs:  # one pass: outcomes counted, runtimes kept
+        key = task if by_task else None
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = ({}, [])
+        outcomes = group[0]
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome is not None and runtime is not None:
+            group[1].append(runtime)
     if not by_task and not groups:
-        groups[None] = []
+        groups[None] = ({}, [])
     rows: list[Row] = []
     for task in sorted(groups, key=lambda t: (t is not None, t or "")):
-        members = groups[task]
-        times = sorted(rt for outcome, rt in members if outcome is not None and rt is not None)
+        outcomes, times = groups[task]
+        count = sum(outcomes.values())
         counts = (
-            len(members),
-            sum(1 for outcome, _ in members if outcome == "success"),
-            sum(1 for outcome, _ in members if outcome in FAILURES),
-            sum(1 for outcome, _ in members if outcome in OTHER),
-            sum(1 for outcome, _ in members if outcome is not None),
+            count,
+            outcomes.get("success", 0),
+            sum(outcomes.get(name, 0) for name in FAILURES),
+            sum(outcomes.get(name, 0) for name in OTHER),
+            count - outcomes.get(None, 0),
         )
-        rows.append(figures_row(task, counts, times))
+        rows.append(figures_row(task, counts, sorted(times)))
     return rows
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
@@ -149,6 +150,8 @@ def _newest_first(i: sa.Table) -> tuple[Any, ...]:
 _WINDOW = 50_000
 """Runs in a ``since`` window up to which the figures are computed from its
 runs' rows (fetched by the ``created`` index) rather than by the database."""
+_KEPT_FIGURES = ("p50_runtime", "p95_runtime", "max_runtime")
+"""The figures of all time kept between reads (the rest come from the totals)."""
 
 
 class SQLRepo(Repository[ModelT]):
@@ -601,6 +604,8 @@ class SQLRepo(Repository[ModelT]):
                 count = int(conn.execute(stmt).rowcount)
             if made or runs.exists(conn):
                 runs.refresh(conn, keys)
+                if isinstance(stmt, sa.Delete):
+                    runs.deleted(conn)
             return count
 
     def prune_rows(
@@ -836,12 +841,26 @@ class SQLRepo(Repository[ModelT]):
     def recent_run_rows(
         self, task_names: list[str], n: int
     ) -> list[tuple[Row, Row | None]] | None:
-        """The newest *n* runs of each task from the runs index: one statement
-        of a ``LIMIT`` per task (each a short walk of ``(task_name, created)``)
-        per 100 tasks; None without an index."""
+        """The newest *n* runs of each task from the runs index, each task's
+        newest first: a ``LIMIT`` per task (each a short walk of ``(task_name,
+        created)``), on PostgreSQL one ``LATERAL`` subquery over the names
+        (planned once, whatever their number), elsewhere one statement per
+        100 tasks; None without an index."""
         i = self._runs_table()
         if i is None:
             return None
+        if self._dialect == "postgresql":
+            names = sa.bindparam("names", list(task_names), type_=ARRAY(i.c.task_name.type))
+            wanted = sa.func.unnest(names).table_valued("name").alias("wanted")
+            # the task first in the order: the plan then walks (task_name, created)
+            newest = (
+                sa.select(i).where(i.c.task_name == wanted.c.name, i.c.created.is_not(None))
+                .order_by(i.c.task_name.desc(), *_newest_first(i)).limit(n).lateral("newest")
+            )
+            return self._run_pairs(
+                sa.select(newest).select_from(wanted.join(newest, sa.true()))
+                .order_by(newest.c.task_name, newest.c.created.desc(), newest.c.run_id.desc())
+            )
         return self._run_pairs_of([
             sa.select(i).where(i.c.task_name == task, i.c.created.is_not(None))
             .order_by(*_newest_first(i)).limit(n)
@@ -951,7 +970,7 @@ class SQLRepo(Repository[ModelT]):
                     sa.select(sa.func.count()).select_from(window.limit(_WINDOW + 1).subquery())
                 ).scalar_one()
                 if size <= _WINDOW:  # a short window: its runs, summed up here
-                    triples = [tuple(row) for row in conn.execute(window)]
+                    triples = conn.execute(window).all()
                     total = summarize_runs(triples, by_task=False)[0]
                     return (summarize_runs(triples) if by_task else []), total
         def blank(task: str | None) -> Row:
@@ -962,8 +981,12 @@ class SQLRepo(Repository[ModelT]):
         figures: dict[str, Row] = {}
         with self.engine.connect() as conn:
             found: list[tuple[Any, ...]]
+            stamps: dict[Any, frozenset[Any]] = {}  # each task's versions, of all time
             if since is None:
-                found = [(*row, None) for row in runs.totals_rows(conn, task_name)]
+                found = []
+                for task, outcome, *sums, version in runs.totals_rows(conn, task_name):
+                    found.append((task, outcome, *sums, None))
+                    stamps[task] = stamps.get(task, frozenset()) | {(outcome, version)}
             else:
                 found = [tuple(row) for row in conn.execute(
                     sa.select(
@@ -994,9 +1017,18 @@ class SQLRepo(Repository[ModelT]):
             # NULL" is implied and the percentiles read only the secs indexes
             timed_scope = [i.c.secs.is_not(None), *where[1:]]
             wanted: list[tuple[Row, str, Any]] = []  # (row, figure, its scalar subquery)
+            # of all time, a scope's percentiles and maximum are kept until its
+            # tasks' versions change (scope: a task, or None for every task)
+            fresh: dict[Any, tuple[Any, Row]] = {}
             for row in [*figures.values(), total]:
                 n = row.pop("n")
                 row["mean_runtime"] = row.pop("sum") / n if n else None
+                held = row["task_name"] if row["task_name"] is not None else task_name
+                stamp = _stamp(stamps, held)
+                kept = runs.figures_kept.get(held)
+                if stamp is not None and kept is not None and kept[0] == stamp:
+                    row.update(kept[1])
+                    continue
                 scope = list(timed_scope)
                 if row["task_name"] is not None and task_name is None:
                     scope.append(i.c.task_name == row["task_name"])
@@ -1008,11 +1040,20 @@ class SQLRepo(Repository[ModelT]):
                 if n and row["max_runtime"] is None:  # the totals have no maxima
                     longest = sa.select(i.c.secs).where(*scope).order_by(i.c.secs.desc())
                     wanted.append((row, "max_runtime", longest.limit(1).scalar_subquery()))
+                if stamp is not None:
+                    fresh[held] = (stamp, row)
             for at in range(0, len(wanted), 200):  # the percentiles in one round trip
                 part = wanted[at : at + 200]
                 values = conn.execute(sa.select(*(q for _, _, q in part))).one()
                 for (row, name, _), value in zip(part, values, strict=True):
                     row[name] = float(value)
+            if fresh:  # kept only if no change was committed while they were read
+                now = runs.versions(conn)
+                for held, (stamp, row) in fresh.items():
+                    if _stamp(now, held) == stamp:
+                        runs.figures_kept[held] = (stamp, {
+                            name: row[name] for name in _KEPT_FIGURES
+                        })
         names = ("task_name", "runs", "successes", "failures", "other", "finished",
                  "mean_runtime", "p50_runtime", "p95_runtime", "max_runtime")
         per_task = [{name: figures[task][name] for name in names} for task in sorted(figures)]
@@ -1052,6 +1093,16 @@ class SQLRepo(Repository[ModelT]):
             f"SQLRepo(url={self._url_text()!r}, table={self.table_name!r}, "
             f"model={self.model.__name__})"
         )
+
+
+def _stamp(versions: dict[Any, frozenset[Any]], task: Any) -> Any:
+    """What the runs of *task* (of every task: None) are at now, from the
+    totals' versions (None when there are none to go by)."""
+    if not versions:
+        return None
+    if task is None:
+        return frozenset((name, pair) for name, pairs in versions.items() for pair in pairs)
+    return versions.get(task)
 
 
 def _read_only(error: BaseException) -> bool:

@@ -119,15 +119,25 @@ class RunsIndex:
             sa.Column("runs", sa.BigInteger(), nullable=False),
             sa.Column("timed", sa.BigInteger(), nullable=False),
             sa.Column("secs_sum", sa.Double(), nullable=False),
+            sa.Column("version", sa.BigInteger(), nullable=False),
         )
         """Per task and outcome (``""`` while open): the runs with a run record,
         those with a runtime, and the sum of their runtimes — kept by every
-        change to the index, so the figures of all time read these few rows."""
+        change to the index, so the figures of all time read these few rows.
+        ``version`` changes with every change to the row: a new row (also
+        one made again after it went, or by a rebuild) starts at the clock in
+        nanoseconds, each change adds one. A task's versions thus tell
+        whether its runs changed since they were last read (see
+        :meth:`versions`)."""
         self.lock_key = zlib.crc32(name.encode()) - 2**31
         """The advisory lock of the catch-up on a database server."""
         self.names = [col.name for col in self.table.columns]
         self._upsert: Any = None
         self._dialect = ""
+        self.figures_kept: dict[Any, tuple[Any, dict[str, Any]]] = {}
+        """Per scope (a task, or None for all): the versions its percentiles
+        and maximum of all time were read at, and those figures (kept by
+        :meth:`tasklog.repos.sql.SQLRepo.run_figures`)."""
         self._making = threading.Lock()
         """One :meth:`ensure` at a time in this process (the server's threads)."""
 
@@ -162,10 +172,13 @@ class RunsIndex:
                         if index.name not in {found["name"] for found in made}:
                             raise
                 found = sa.inspect(engine)
-                if found.has_table(self.state.name) and found.has_table(self.totals.name):
+                if found.has_table(self.state.name) and found.has_table(self.totals.name) and {
+                    col["name"] for col in found.get_columns(self.totals.name)
+                } >= set(self.totals.c.keys()):
                     return
             # made for a model with fewer fields, left by a dropped records
-            # table, or by a version without the mark or the totals: made
+            # table, or by a version without the mark or the totals (or their
+            # versions): made
             # again, from the records
             stale = True
         try:
@@ -284,6 +297,19 @@ class RunsIndex:
             self._set_mark(conn, top)
         self._tidy(engine, folded)
 
+    def deleted(self, conn: Connection) -> None:
+        """After a delete (its runs refreshed), in its transaction: SQLite gives a
+        new record the key after the highest one left, so when the newest
+        records went, the mark comes down to that key (every record up to it
+        is folded), or new records would reuse keys below it and never be
+        folded. A database server never reuses a key."""
+        if conn.dialect.name != "sqlite":
+            return
+        top = conn.execute(sa.select(sa.func.max(self.id))).scalar()
+        mark = self.state.c.folded
+        conn.execute(self.state.update().where(mark > (-1 if top is None else top))
+                     .values(folded=top))
+
     def _set_mark(self, conn: Connection, top: Any) -> None:
         if conn.execute(self.state.update().values(folded=top)).rowcount == 0:
             conn.execute(self.state.insert().values(folded=top))
@@ -398,10 +424,11 @@ class RunsIndex:
         outcome = sa.func.coalesce(i.c.outcome, "")
         conn.execute(totals.delete())
         conn.execute(totals.insert().from_select(
-            ["task_name", "outcome", "runs", "timed", "secs_sum"],
+            ["task_name", "outcome", "runs", "timed", "secs_sum", "version"],
             sa.select(
                 i.c.task_name, outcome, sa.func.count(), sa.func.count(i.c.secs),
                 sa.func.coalesce(sa.func.sum(i.c.secs), 0.0),
+                sa.literal(time.time_ns(), sa.BigInteger()),
             ).where(i.c.created.is_not(None)).group_by(i.c.task_name, outcome),
         ))
 
@@ -431,17 +458,19 @@ class RunsIndex:
         before: dict[tuple[Any, str], Tally],
         after: dict[tuple[Any, str], Tally],
     ) -> None:
-        """Move the totals by *after* minus *before* (in key order, so two
-        transactions adjusting the same rows never wait for each other in a circle)."""
+        """Move the totals by *after* minus *before*, and the version of each row
+        the touched runs count in, even when its sums stay (runtimes may have
+        moved between runs); in key order, so two transactions adjusting the
+        same rows never wait for each other in a circle."""
         none: Tally = [0, 0, 0.0]
         changes = []
+        born = time.time_ns()
         for key in sorted(before.keys() | after.keys()):
             old, new = before.get(key, none), after.get(key, none)
-            if old != new:
-                changes.append({
-                    "task_name": key[0], "outcome": key[1], "runs": new[0] - old[0],
-                    "timed": new[1] - old[1], "secs_sum": new[2] - old[2],
-                })
+            changes.append({
+                "task_name": key[0], "outcome": key[1], "runs": new[0] - old[0],
+                "timed": new[1] - old[1], "secs_sum": new[2] - old[2], "version": born,
+            })
         if not changes:
             return
         totals = self.totals
@@ -454,20 +483,32 @@ class RunsIndex:
                 "runs": totals.c.runs + ex.runs,
                 "timed": totals.c.timed + ex.timed,
                 "secs_sum": totals.c.secs_sum + ex.secs_sum,
+                "version": totals.c.version + 1,
             },
         ), changes)
         conn.execute(totals.delete().where(totals.c.runs <= 0))
 
     def totals_rows(self, conn: Connection, task_name: str | None) -> list[tuple[Any, ...]]:
-        """``(task, outcome or None, runs, timed, sum of runtimes)`` of all time."""
+        """``(task, outcome or None, runs, timed, sum of runtimes, version)`` of all time."""
         totals = self.totals
         stmt = sa.select(
             totals.c.task_name, totals.c.outcome, totals.c.runs, totals.c.timed,
-            totals.c.secs_sum,
+            totals.c.secs_sum, totals.c.version,
         )
         if task_name is not None:
             stmt = stmt.where(totals.c.task_name == task_name)
         return [
-            (task, outcome or None, runs, timed, secs)
-            for task, outcome, runs, timed, secs in conn.execute(stmt)
+            (task, outcome or None, runs, timed, secs, version)
+            for task, outcome, runs, timed, secs, version in conn.execute(stmt)
         ]
+
+    def versions(self, conn: Connection) -> dict[Any, frozenset[tuple[str | None, int]]]:
+        """Each task's ``(outcome, version)`` pairs: equal on two reads when (and
+        only when) none of the task's runs changed in between."""
+        totals = self.totals
+        found: dict[Any, set[tuple[str | None, int]]] = {}
+        for task, outcome, version in conn.execute(
+            sa.select(totals.c.task_name, totals.c.outcome, totals.c.version)
+        ):
+            found.setdefault(task, set()).add((outcome or None, version))
+        return {task: frozenset(pairs) for task, pairs in found.items()}

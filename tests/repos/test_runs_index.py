@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from conftest import RepoFactory
 
 import tasklog
-from tasklog import MinimalRunRecord, TaskRunRecord, history
+from tasklog import MinimalRunRecord, TaskRunRecord, history, in_
 from tasklog.repos.memory import MemoryRepo
 from tasklog.repos.sql import SQLRepo
 
@@ -66,13 +66,14 @@ def random_history(seed: int, runs: int = 60) -> list[list[dict[str, Any]]]:
 
 
 def index_rows(repo: SQLRepo[Any]) -> list[tuple[Any, ...]]:
-    """The runs index's rows, then its totals' rows, sorted (times rounded
-    against float noise)."""
+    """The runs index's rows, then its totals' rows but their versions, sorted
+    (times rounded against float noise)."""
     runs = repo._index()
     assert runs is not None
+    sums = [col for col in runs.totals.c if col.name != "version"]
     with repo.engine.connect() as conn:
         rows = conn.execute(sa.select(runs.table)).all()
-        totals = conn.execute(sa.select(runs.totals)).all()
+        totals = conn.execute(sa.select(*sums)).all()
     return [
         *sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows),
         ("totals",),
@@ -195,6 +196,58 @@ def test_deletes_updates_and_prunes_keep_the_index_true(
         assert change(sql) == change(memory)
         assert index_rows(sql) == rebuilt_rows(sql)
         assert answers(sql) == answers(memory)
+
+
+@pytest.mark.parametrize("store", SQL_STORES)
+def test_figures_kept_between_reads_follow_every_change(
+    make_repo: RepoFactory, store: str
+) -> None:
+    """The percentiles of all time are kept until a task's runs change: a change
+    that leaves the counts and the sum of runtimes as they were, one made by
+    another repository (another process), a task whose runs all go and come
+    back, and a rebuilt index are each seen by the next read."""
+    sql, generic = both(make_repo, store)
+    other = SQLRepo(engine=sql.engine, table=sql.table_name, model=TaskRunRecord)
+
+    def run(task: str, run_id: str, start: float, seconds: float) -> list[dict[str, Any]]:
+        base = {"task_name": task, "run_id": run_id}
+        return [{**base, "action": "run", "created": start},
+                {**base, "action": "success", "created": start + seconds,
+                 "runtime": timedelta(seconds=seconds)}]
+
+    history_ = [*run("a", "a1", NOW, 1.0), *run("a", "a2", NOW + 10, 2.0),
+                *run("a", "a3", NOW + 20, 9.0), *run("b", "b1", NOW, 4.0)]
+    write((sql, generic), [history_])
+    assert tasklog.stats(sql) == tasklog.stats(generic)  # read, and kept
+    kept = sql._runs.figures_kept if sql._runs is not None else {}
+    assert "a" in kept, "a task's figures of all time are kept"
+    assert None in kept, "the total's figures of all time are kept"
+    changes = [
+        # 1 s and 2 s become 1.5 s and 1.5 s: same count, same sum, other median
+        lambda r: r.filter_by(run_id=in_(["a1", "a2"]), action="success").update(
+            runtime=timedelta(seconds=1.5)),
+        lambda r: r.filter_by(task_name="b").delete(),  # task b goes ...
+        lambda r: r.add_many(run("b", "b2", NOW + 30, 7.0)),  # ... and comes back
+    ]
+    for change in changes:
+        change(sql)
+        change(generic)
+        assert tasklog.stats(sql) == tasklog.stats(generic)
+        assert tasklog.stats(sql, task_name="a") == tasklog.stats(generic, task_name="a")
+    # another repository on the same table changes a run, and folds it in itself
+    other.filter_by(run_id="a3", action="success").update(runtime=timedelta(seconds=0.5))
+    generic.filter_by(run_id="a3", action="success").update(runtime=timedelta(seconds=0.5))
+    assert tasklog.stats(other) == tasklog.stats(generic)
+    assert tasklog.stats(sql) == tasklog.stats(generic)
+    # a rebuilt index (dropped, as by another version): the kept figures are not used
+    other.add_many(run("a", "a4", NOW + 40, 30.0))
+    generic.add_many(run("a", "a4", NOW + 40, 30.0))
+    runs = other._index()
+    assert runs is not None
+    runs.drop(other.engine)
+    runs.ensure(other.engine)
+    assert tasklog.stats(sql) == tasklog.stats(generic)
+    other.close()
 
 
 @pytest.mark.parametrize("store", SQL_STORES)
