@@ -9,6 +9,7 @@ for the conditions, ``ORDER BY`` with the autoincrement key breaking ties,
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
@@ -752,29 +753,35 @@ class SQLRepo(Repository[ModelT]):
         fields = self.schema.fields
         runtime = fields.get("runtime")
         as_delta = runtime is not None and runtime.kind == "timedelta"
-        keep = [n for n in ("start", "host", "process") if n in fields]
-        keep_end = [n for n in ("end",) if n in fields]
+        keep: list[str] = [n for n in ("start", "host", "process") if n in fields]
+        keep_end: list[str] = [n for n in ("end",) if n in fields]
         pairs: list[tuple[Row, Row | None]] = []
         with self.engine.connect() as conn:
-            for row in conn.execute(stmt).mappings():
+            result = conn.execute(stmt)
+            at = {name: k for k, name in enumerate(result.keys())}
+            task, run, made, outcome = at["task_name"], at["run_id"], at["created"], at["outcome"]
+            closed, took = at["closing_created"], at["runtime"]
+            # a field the index lacks (a column added to the records later) is None
+            kept = [(name, at.get(name)) for name in keep]
+            kept_end = [(name, at.get(name)) for name in keep_end]
+            for row in result.all():  # one fetch; values by position
                 start: Row = {
-                    "task_name": row["task_name"], "run_id": row["run_id"],
-                    "action": "run", "created": row["created"],
+                    "task_name": row[task], "run_id": row[run], "action": "run",
+                    "created": row[made],
                 }
-                for name in keep:
-                    start[name] = row.get(name)
+                for field, k in kept:
+                    start[field] = None if k is None else row[k]
                 end: Row | None = None
-                if row["outcome"] is not None:
-                    value = row["runtime"]
+                if row[outcome] is not None:
+                    value = row[took]
                     if value is not None and as_delta:
                         value = timedelta(seconds=value)
                     end = {
-                        "task_name": row["task_name"], "run_id": row["run_id"],
-                        "action": row["outcome"], "created": row["closing_created"],
-                        "runtime": value,
+                        "task_name": row[task], "run_id": row[run], "action": row[outcome],
+                        "created": row[closed], "runtime": value,
                     }
-                    for field in keep_end:
-                        end[field] = row.get(field)
+                    for field, k in kept_end:
+                        end[field] = None if k is None else row[k]
                 pairs.append((start, end))
         return pairs
 
@@ -843,9 +850,10 @@ class SQLRepo(Repository[ModelT]):
     ) -> list[tuple[Row, Row | None]] | None:
         """The newest *n* runs of each task from the runs index, each task's
         newest first: a ``LIMIT`` per task (each a short walk of ``(task_name,
-        created)``), on PostgreSQL one ``LATERAL`` subquery over the names
-        (planned once, whatever their number), elsewhere one statement per
-        100 tasks; None without an index."""
+        created)``) in one statement whatever the number of tasks (the names
+        a bound array or JSON text: the statement is the same for any tasks) —
+        on PostgreSQL a ``LATERAL`` subquery, on SQLite a correlated ``IN``
+        over ``json_each`` —, elsewhere one per 100 tasks; None without an index."""
         i = self._runs_table()
         if i is None:
             return None
@@ -860,6 +868,20 @@ class SQLRepo(Repository[ModelT]):
             return self._run_pairs(
                 sa.select(newest).select_from(wanted.join(newest, sa.true()))
                 .order_by(newest.c.task_name, newest.c.created.desc(), newest.c.run_id.desc())
+            )
+        if self._dialect == "sqlite":
+            listed = sa.func.json_each(sa.bindparam("names", json.dumps(list(task_names))))
+            wanted = listed.table_valued("value", "key").alias("wanted")
+            found = i.alias("newest")
+            chosen = (  # correlated with wanted: read once per task
+                sa.select(i.c.run_id)
+                .where(i.c.task_name == wanted.c.value, i.c.created.is_not(None))
+                .order_by(*_newest_first(i)).limit(n)
+            )
+            on = sa.and_(found.c.task_name == wanted.c.value, found.c.run_id.in_(chosen))
+            return self._run_pairs(
+                sa.select(found).select_from(wanted.join(found, on))
+                .order_by(wanted.c.key, found.c.created.desc(), found.c.run_id.desc())
             )
         return self._run_pairs_of([
             sa.select(i).where(i.c.task_name == task, i.c.created.is_not(None))
