@@ -160,9 +160,10 @@ class RunIndexQueries(Protocol):
         *task_name* (all with None) whose run record's ``created`` >= *low*."""
 
     def run_figures(
-        self, *, task_name: str | None, since: float | None
+        self, *, task_name: str | None, since: float | None, with_total: bool = True
     ) -> tuple[list[Row], Row] | None:
-        """:func:`run_figures`' answer: rows per task and the total, in one pass."""
+        """:func:`run_figures`' answer: rows per task and the total, in one pass
+        (without *with_total*, the total's percentiles and maximum may be None)."""
 
 
 def require_run_fields(repo: Repository[Any]) -> None:
@@ -952,10 +953,17 @@ def summarize_runs(
 
 
 def run_figures(
-    repo: Repository[Any], *, task_name: str | None = None, since: float | None = None
+    repo: Repository[Any],
+    *,
+    task_name: str | None = None,
+    since: float | None = None,
+    with_total: bool = True,
 ) -> tuple[list[Row], Row]:
     """:func:`aggregate_runs` per task and in total (what ``tasklog.stats``
-    shows): a store with a runs index reads it once for both.
+    shows): a store with a runs index reads it once for both. Without
+    *with_total* (a caller that shows only the tasks), the total's
+    percentiles and maximum may be left None, which spares a store with a
+    runs index their reading.
 
     Raises:
         ConfigError: the model has no ``run_id``.
@@ -963,7 +971,7 @@ def run_figures(
     require_run_fields(repo)
     repo.sync()
     if isinstance(repo, RunIndexQueries):
-        fast = repo.run_figures(task_name=task_name, since=since)
+        fast = repo.run_figures(task_name=task_name, since=since, with_total=with_total)
         if fast is not None:
             return fast
     per_task = aggregate_runs(repo, task_name=task_name, since=since, by_task=True)

@@ -506,9 +506,11 @@ class MemoryRepo(Repository[ModelT]):
             return None if fold is None else fold.starts_since(task_name, low)
 
     def run_figures(
-        self, *, task_name: str | None = None, since: float | None = None
+        self, *, task_name: str | None = None, since: float | None = None,
+        with_total: bool = True,
     ) -> tuple[list[Row], Row] | None:
-        """Run figures per task and in total from the runs index."""
+        """Run figures per task and in total from the runs index (the total in
+        full whatever *with_total* says: it costs no more here)."""
         with self._lock:
             fold = self._runs()
             return None if fold is None else fold.figures(task_name=task_name, since=since)

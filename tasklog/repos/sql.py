@@ -961,10 +961,13 @@ class SQLRepo(Repository[ModelT]):
         return per_task if by_task else [total]
 
     def run_figures(
-        self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True
+        self, *, task_name: str | None = None, since: float | None = None, by_task: bool = True,
+        with_total: bool = True,
     ) -> tuple[list[Row], Row] | None:
         """Run figures per task (empty unless *by_task*) and in total, from the runs
         index (see :func:`tasklog.history.run_figures`); None without an index.
+        Without *with_total*, the total's percentiles and maximum of all time
+        are not read (None) unless kept from an earlier read.
 
         Of all time, counts and sums are the index's totals (a row per task
         and outcome); over a window, one ``GROUP BY task_name, outcome`` that
@@ -1050,6 +1053,9 @@ class SQLRepo(Repository[ModelT]):
                 kept = runs.figures_kept.get(held)
                 if stamp is not None and kept is not None and kept[0] == stamp:
                     row.update(kept[1])
+                    continue
+                if row is total and not with_total:
+                    row.update(dict.fromkeys(_KEPT_FIGURES))  # not wanted: not read
                     continue
                 scope = list(timed_scope)
                 if row["task_name"] is not None and task_name is None:

@@ -124,7 +124,7 @@ def api_overview(request: Request, repo: Repository[Any]) -> Response:
     params = Params(request.query_params, ("since", "runs"))
     since = params.moment("since")
     n = params.integer("runs", 20, low=1, high=100)
-    figures = stats(repo, since=since).tasks
+    figures = _read.task_figures(repo, since)
     latest = _read.latest_per_task(repo)
     recent = _read.recent_runs(repo, [str(r.task_name) for r in latest], n)
     tasks = []

@@ -36,6 +36,7 @@ from tasklog.history import (
     open_runs,
     outcome_counts,
     recent_runs,
+    run_figures,
 )
 from tasklog.repos import BACKENDS, backend_for, open_existing, same_store
 
@@ -304,6 +305,21 @@ class TestOpenAndDeadRuns:
         failed = newest_closed(runs_repo, ["a", "b"], ["fail", "crash"])
         assert {"a": late_start} == {task: run.run_id for task, run in failed.items()}
         assert found["a"] == get_run(runs_repo, early)
+
+    def test_figures_without_the_total(self, runs_repo: Repository[Any]) -> None:
+        """``run_figures(with_total=False)``: the same rows per task; the total keeps
+        its counts (its percentiles may be left out)."""
+        for i in range(6):
+            add_run(runs_repo, "a" if i % 2 else "b", NOW - 300 + i * 10, "success", seconds=i + 1)
+        add_run(runs_repo, "b", NOW - 20, "fail", seconds=30)
+        for since in (None, NOW - 250):
+            full_tasks, full_total = run_figures(runs_repo, since=since)
+            tasks, total = run_figures(runs_repo, since=since, with_total=False)
+            assert tasks == full_tasks
+            assert [r["task_name"] for r in tasks] == ["a", "b"]
+            counted = ("runs", "successes", "failures", "other", "finished", "mean_runtime")
+            assert {k: total[k] for k in counted} == {k: full_total[k] for k in counted}
+            assert full_total["p95_runtime"] == 30.0
 
     def test_latest_per_task_without_actions(self, make_repo: RepoFactory, store: str) -> None:
         """A record without an action, or a model without the field, is a task's
