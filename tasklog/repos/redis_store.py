@@ -24,6 +24,7 @@ and one round trip (see :mod:`tasklog.repos.redis_lua` for the layout).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 import uuid
@@ -65,6 +66,10 @@ _PAGE = 500
 _BUDGET = 2000
 _CHUNK = 1000
 _DEFAULT_URL = "redis://localhost:6379/0"
+_DECODE = 256
+"""Rows decoded together when a read wants many."""
+_loads = json.JSONDecoder().decode
+"""JSON text to values (the stored bodies; without ``json.loads``' set-up per call)."""
 
 
 def parse_redis_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -484,42 +489,65 @@ class RedisRepo(Repository[ModelT]):
 
     def _decode(self, value: bytes) -> tuple[_Layout, Row]:
         """The layout of a stored value and every field it holds."""
-        bar = value.index(b"|")
-        layout = self._layouts.get(int(value[:bar]))
-        if layout is None:
-            layout = self._layout_of(int(value[:bar]))
-        second = value.index(b"|", bar + 1)
-        start = second + 1 + int(value[bar + 1 : second])
-        row: Row = dict(zip(layout.body, json.loads(value[start:]), strict=True))
-        for name, kind in layout.times:
-            micros = row[name]
-            if micros is not None:
-                delta = timedelta(microseconds=micros)
-                row[name] = _EPOCH + delta if kind == "datetime" else delta
-        return layout, row
+        return self._decode_many([value])[0]
+
+    def _decode_many(self, values: list[bytes]) -> list[tuple[_Layout, Row]]:
+        """:meth:`_decode` of several values, their bodies read as one JSON array."""
+        layouts: list[_Layout] = []
+        bodies: list[bytes] = []
+        known = self._layouts
+        for value in values:
+            bar = value.index(b"|")
+            layout = known.get(int(value[:bar]))
+            if layout is None:
+                layout = self._layout_of(int(value[:bar]))
+            second = value.index(b"|", bar + 1)
+            layouts.append(layout)
+            bodies.append(value[second + 1 + int(value[bar + 1 : second]) :])
+        found: list[tuple[_Layout, Row]] = []
+        for layout, items in zip(
+            layouts, _loads((b"[%b]" % b",".join(bodies)).decode()), strict=True
+        ):
+            row: Row = dict(zip(layout.body, items, strict=True))
+            for name, kind in layout.times:
+                micros = row[name]
+                if micros is not None:
+                    delta = timedelta(microseconds=micros)
+                    row[name] = _EPOCH + delta if kind == "datetime" else delta
+            found.append((layout, row))
+        return found
 
     def _view(self, value: bytes) -> Row:
         """A stored value as a row of the current model (absent fields get defaults)."""
-        layout, row = self._decode(value)
+        return self._views([value])[0]
+
+    def _views(self, values: list[bytes]) -> list[Row]:
+        """:meth:`_view` of several values."""
         key = id(self.schema)
-        view = layout.views.get(key)
-        if view is None:
-            names = self.schema.names
-            same = tuple(layout.kinds) == names
-            defaults: dict[str, Any] = {}
-            for name in names:
-                if name not in layout.kinds:
-                    info = self.model.model_fields[name]
-                    if not info.is_required():
-                        defaults[name] = info.get_default(call_default_factory=True)
-            view = (not same, tuple(n for n in names if n in layout.kinds), defaults)
-            layout.views[key] = view
-        adapt, kept, defaults = view
-        if not adapt:
-            return row
-        out = {name: row[name] for name in kept}
-        out.update(defaults)
+        out: list[Row] = []
+        for layout, row in self._decode_many(values):
+            view = layout.views.get(key)
+            if view is None:
+                view = layout.views[key] = self._view_of(layout)
+            adapt, kept, defaults = view
+            if adapt:
+                row = {name: row[name] for name in kept}
+                row.update(defaults)
+            out.append(row)
         return out
+
+    def _view_of(self, layout: _Layout) -> tuple[bool, tuple[str, ...], dict[str, Any]]:
+        """How rows of *layout* become rows of the current model: whether they
+        need adapting, the model's fields they hold, the defaults of the rest."""
+        names = self.schema.names
+        same = tuple(layout.kinds) == names
+        defaults: dict[str, Any] = {}
+        for name in names:
+            if name not in layout.kinds:
+                info = self.model.model_fields[name]
+                if not info.is_required():
+                    defaults[name] = info.get_default(call_default_factory=True)
+        return not same, tuple(n for n in names if n in layout.kinds), defaults
 
     # ---------------------------------------------------------------- writes
     def insert_rows(self, rows: list[Row]) -> None:
@@ -557,7 +585,7 @@ class RedisRepo(Repository[ModelT]):
         lo, hi = float("-inf"), float("inf")
         ranged = False
         pairs: list[list[Any] | None] = [None, None]
-        for name, op in query.conditions:
+        for position, (name, op) in enumerate(query.conditions):
             info = self.schema.fields[name]
             if name in _SLOTS and info.kind in _INDEXABLE:
                 values: list[Any] | None = None
@@ -570,6 +598,8 @@ class RedisRepo(Repository[ModelT]):
                     if not keys:
                         plan.empty = True
                     plan.groups.append(keys)
+                    if info.kind != "str" or not all(type(v) is str for v in values):
+                        plan.tested.append(position)
                     if name != "run_id" and info.kind == "str":
                         slot = 0 if name == "task_name" else 1
                         if pairs[slot] is None:
@@ -585,8 +615,10 @@ class RedisRepo(Repository[ModelT]):
                     ranged = True
                     if not exact or info.kind != "float":
                         plan.residual = True
+                        plan.tested.append(position)
                     continue
             plan.residual = True
+            plan.tested.append(position)
         if ranged:
             if lo > hi:
                 plan.empty = True
@@ -709,15 +741,20 @@ class RedisRepo(Repository[ModelT]):
     ) -> Iterator[tuple[int, bytes, Row]]:
         """``(id, value, row)`` of every match, in (reversed) insertion order."""
         plan = self._plan(query)
-        tests = [(name, op.test) for name, op in query.conditions]
+        conditions = query.conditions
+        tests = [(conditions[k][0], conditions[k][1].test) for k in plan.tested]
         found = 0
-        for row_id, value in self._walk(plan, reverse=reverse, limit=limit):
-            row = self._view(value)
-            if all(test(row.get(name)) for name, test in tests):
-                yield row_id, value, row
-                found += 1
-                if limit is not None and found >= limit:
-                    return
+        walk = self._walk(plan, reverse=reverse, limit=limit)
+        # rows decoded a few hundred at a time (as the pages come), not one by one
+        size = _DECODE if limit is None else max(1, min(limit, _DECODE))
+        while chunk := list(itertools.islice(walk, size)):
+            for (row_id, value), row in zip(chunk, self._views([v for _, v in chunk]),
+                                            strict=True):
+                if not tests or all(test(row.get(name)) for name, test in tests):
+                    yield row_id, value, row
+                    found += 1
+                    if limit is not None and found >= limit:
+                        return
 
     # ------------------------------------------------------------------ reads
     def select_rows(
@@ -933,6 +970,10 @@ class _Plan:
     """Inclusive bounds of ``created`` as score text."""
     residual: bool = False
     """Whether some condition is left for Python to test (else the indexes answer it all)."""
+    tested: list[int] = field(default_factory=list)
+    """The positions of the conditions a fetched row is tested against: all but
+    equalities and ``in_`` of text on text fields and exact ``created``
+    ranges, which the indexes answer exactly."""
     empty: bool = False
 
 
