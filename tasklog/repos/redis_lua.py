@@ -32,6 +32,7 @@ local P = ARGV[2]
 local ROWS, IDS, CREATED = P .. "rows", P .. "ids", P .. "created"
 local SLOTS = {"task_name", "action", "run_id"}
 local LISTED = {task_name = true, action = true}
+local VKEYS = {P .. "v:task_name", P .. "v:action"}
 local CHUNK = 1000
 
 local function num(s)
@@ -76,8 +77,8 @@ local function slice(t, i, j)
 end
 
 -- the header of a stored value: {task, action, run} (false = null, nil = not indexed),
--- the created score (or nil) and the header text
-local function header(v)
+-- the created score (or nil) and, when *text* is asked for, the header text
+local function header(v, text)
   local bar = string.find(v, "|", 1, true)
   local pos = string.find(v, "|", bar + 1, true) + 1
   local vals = {}
@@ -103,7 +104,8 @@ local function header(v)
       vals[slot] = value
     end
   end
-  return vals, score, string.sub(v, 1, pos - 1)
+  if text then return vals, score, string.sub(v, 1, pos - 1) end
+  return vals, score
 end
 
 local function ikey(slot, value)
@@ -131,26 +133,47 @@ local function push(t, key, a, b)
   if b ~= nil then l[#l + 1] = b end
 end
 
--- add index entries of one row to the pending groups
+-- add index entries of one row to the pending groups (keys made once per batch:
+-- values repeat from row to row)
 local function index_add(g, id, vals, score)
+  local sets, made = g.sets, g.made
   for slot = 1, 3 do
     local value = vals[slot]
     if value ~= nil then
-      push(g.sets, ikey(slot, value), id, id)
-      if value and LISTED[SLOTS[slot]] then
-        local vkey = P .. "v:" .. SLOTS[slot]
-        g.listed[vkey] = g.listed[vkey] or {}
-        g.listed[vkey][value] = true
+      local known = made[slot]
+      local key = known[value]
+      if not key then
+        key = ikey(slot, value)
+        known[value] = key
+        if value and slot < 3 then g.listed[VKEYS[slot]][value] = true end
       end
+      local list = sets[key]
+      if not list then list = {}; sets[key] = list end
+      list[#list + 1] = id
+      list[#list + 1] = id
     end
   end
-  if score then push(g.created, CREATED, score, id) end
-  local pair = pkey(vals)
-  if pair then push(g.sets, pair, id, id) end
-  if vals[1] ~= nil and vals[3] then
-    local key = rkey(vals[1])
-    g.runs[key] = g.runs[key] or {}
-    g.runs[key][vals[3]] = id
+  if score then
+    local list = g.created[CREATED]
+    if not list then list = {}; g.created[CREATED] = list end
+    list[#list + 1] = score
+    list[#list + 1] = id
+  end
+  local task = vals[1]
+  if task and vals[2] then
+    local per_task = made[4][task]
+    if not per_task then per_task = {}; made[4][task] = per_task end
+    local key = per_task[vals[2]]
+    if not key then key = pkey(vals); per_task[vals[2]] = key end
+    local list = sets[key]
+    if not list then list = {}; sets[key] = list end
+    list[#list + 1] = id
+    list[#list + 1] = id
+  end
+  if task ~= nil and vals[3] then
+    local members = g.runs[task]
+    if not members then members = {}; g.runs[task] = members end
+    members[vals[3]] = id
   end
 end
 
@@ -162,7 +185,8 @@ local function flush_add(g)
     for value in pairs(values) do list[#list + 1] = value end
     call_chunked("SADD", key, list)
   end
-  for key, members in pairs(g.runs) do
+  for task, members in pairs(g.runs) do
+    local key = rkey(task)
     local list = {}
     for run, id in pairs(members) do list[#list + 1] = id; list[#list + 1] = run end
     for i = 1, #list, 2 * CHUNK do
@@ -172,7 +196,10 @@ local function flush_add(g)
 end
 
 local function new_groups()
-  return {sets = {}, created = {}, listed = {}, runs = {}}
+  -- made: per slot, value -> its set's key; [4]: task -> action -> the pair's key;
+  -- runs: task (false: none) -> run_id -> the id of its newest record
+  return {sets = {}, created = {}, runs = {}, made = {{}, {}, {}, {}},
+          listed = {[VKEYS[1]] = {}, [VKEYS[2]] = {}}}
 end
 
 -- remove index entries of one row; note the runs to recompute
@@ -257,75 +284,30 @@ local function enforce_cap()
 end
 
 if op == "add" then
-  -- ARGV[3]: the batch's token; then n, the n values; m, m (offset, score) pairs;
-  -- the sets: count, then (key, k, k offsets); the runs: count, then (key, k,
-  -- k (run_id, offset) pairs); the listed values: count, then (key, k, k values).
-  -- Offsets count from 1 in the batch. Python groups them: nothing is parsed here.
+  -- ARGV[3]: the batch's token; then n and the n stored values. Each row's index
+  -- entries come from its value's header (as an update's do), grouped per key
+  -- so that each sorted set gets one ZADD per batch.
   local token = ARGV[3]
   local TOK = P .. "tok"
   if redis.call("ZSCORE", TOK, token) then return {-1, 0} end
   local n = tonumber(ARGV[4])
   local last = redis.call("INCRBY", KEYS[1], n)
   local base = last - n
-  local ids, hset, idz = {}, {}, {}
+  local hset, idz = {}, {}
+  local g = new_groups()
   for i = 1, n do
     local id = string.format("%d", base + i)
-    ids[i] = id
+    local v = ARGV[4 + i]
     hset[2 * i - 1] = id
-    hset[2 * i] = ARGV[4 + i]
+    hset[2 * i] = v
     idz[2 * i - 1] = id
     idz[2 * i] = id
+    local vals, score = header(v)
+    index_add(g, id, vals, score)
   end
   call_chunked("HSET", ROWS, hset, 2 * CHUNK)
   call_chunked("ZADD", IDS, idz, 2 * CHUNK)
-  local pos = 5 + n
-  local m = tonumber(ARGV[pos])
-  pos = pos + 1
-  if m > 0 then
-    local list = {}
-    for j = 0, m - 1 do
-      list[2 * j + 1] = ARGV[pos + 2 * j + 1]
-      list[2 * j + 2] = ids[tonumber(ARGV[pos + 2 * j])]
-    end
-    call_chunked("ZADD", CREATED, list, 2 * CHUNK)
-    pos = pos + 2 * m
-  end
-  local groups = tonumber(ARGV[pos])
-  pos = pos + 1
-  for _ = 1, groups do
-    local key, k = ARGV[pos], tonumber(ARGV[pos + 1])
-    pos = pos + 2
-    local list = {}
-    for j = 0, k - 1 do
-      local id = ids[tonumber(ARGV[pos + j])]
-      list[2 * j + 1] = id
-      list[2 * j + 2] = id
-    end
-    pos = pos + k
-    call_chunked("ZADD", key, list, 2 * CHUNK)
-  end
-  groups = tonumber(ARGV[pos])
-  pos = pos + 1
-  for _ = 1, groups do
-    local key, k = ARGV[pos], tonumber(ARGV[pos + 1])
-    pos = pos + 2
-    local list = {}
-    for j = 0, k - 1 do
-      list[2 * j + 1] = ids[tonumber(ARGV[pos + 2 * j + 1])]
-      list[2 * j + 2] = ARGV[pos + 2 * j]
-    end
-    pos = pos + 2 * k
-    for i = 1, #list, 2 * CHUNK do
-      redis.call("ZADD", key, "GT", unpack(list, i, math.min(i + 2 * CHUNK - 1, #list)))
-    end
-  end
-  groups = tonumber(ARGV[pos])
-  pos = pos + 1
-  for _ = 1, groups do
-    local key, k = ARGV[pos], tonumber(ARGV[pos + 1])
-    call_chunked("SADD", key, slice(ARGV, pos + 2, pos + 1 + k))
-    pos = pos + 2 + k
-  end
+  flush_add(g)
   redis.call("ZADD", TOK, last, token)
   redis.call("ZREMRANGEBYRANK", TOK, 0, -1025)
   redis.call("XADD", P .. "feed", "MAXLEN", "~", 10000, "*", "last", last, "n", n)
@@ -369,8 +351,8 @@ if op == "update" then
       if redis.sha1hex(v) ~= sha then
         conflicts[#conflicts + 1] = id
       else
-        local old_vals, old_score, old_head = header(v)
-        local new_vals, new_score, new_head = header(new)
+        local old_vals, old_score, old_head = header(v, true)
+        local new_vals, new_score, new_head = header(new, true)
         if old_head ~= new_head then
           index_remove(r, id, old_vals, old_score)
           index_add(g, id, new_vals, new_score)

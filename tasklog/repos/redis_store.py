@@ -369,19 +369,17 @@ class RedisRepo(Repository[ModelT]):
     # ------------------------------------------------------------- encoding
     def _encode(self, row: Row, layout: _Layout) -> bytes:
         """One row as stored (see :mod:`tasklog.repos.redis_lua`)."""
-        return self._pack([row], layout)[0][0]
+        return self._pack([row], layout)[0]
 
-    def _pack(self, rows: list[Row], layout: _Layout) -> tuple[list[bytes], list[Any]]:
-        """The stored values of *rows*, and the index entries the ``add`` script makes
-        of them (grouped here, so that the script parses nothing)."""
-        prefix = self._prefix
+    def _pack(self, rows: list[Row], layout: _Layout) -> list[bytes]:
+        """The stored values of *rows*: the header the script indexes them by, and
+        the body Python reads them from."""
         head = layout.head
         kinds = layout.kinds
         # per slot: 0 absent (null), 1 indexed, 2 present but not indexed
         modes = [1 if k is not None else (2 if n in kinds else 0) for n, k in zip(_SLOTS, head,
                                                                                      strict=True)]
-        pairs = modes[0] == 1 and modes[1] == 1
-        runs_on = modes[0] != 2 and modes[2] == 1
+        as_text = [kind == "str" for kind in head]
         score_kind = kinds.get("created") if layout.scored else None
         created_token = "-" if "created" not in kinds else "?"
         body_names = layout.body
@@ -390,16 +388,9 @@ class RedisRepo(Repository[ModelT]):
         dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
                                  default=_json_default).encode
         lead = f"{layout.id}|"  # then the header's length, "|", the header, the body
-        sets: dict[str, list[int]] = {}
-        runs: dict[str, dict[str, int]] = {}
-        listed: tuple[set[str], set[str]] = (set(), set())
-        scores: list[Any] = []
         values: list[bytes] = []
-        keys: list[dict[Any, str]] = [{}, {}, {}]
-        null_keys = [f"{prefix}z:{name}" for name in _SLOTS]
-        for off, row in enumerate(rows, 1):
+        for row in rows:
             parts: list[str] = []
-            texts: list[str | None] = [None, None, None]
             for slot in range(3):
                 mode = modes[slot]
                 if mode == 2:
@@ -408,42 +399,12 @@ class RedisRepo(Repository[ModelT]):
                 value = row.get(_SLOTS[slot]) if mode == 1 else None
                 if value is None:
                     parts.append("-")
-                    key = null_keys[slot]
-                else:
-                    cache = keys[slot]
-                    key = cache.get(value)  # type: ignore[assignment]
-                    if isinstance(value, Enum):
-                        value = value.value
-                    text = value if head[slot] == "str" else str(int(value))
-                    texts[slot] = text
-                    size = len(text) if text.isascii() else len(text.encode("utf-8"))
-                    parts.append(f"{size}:{text}")
-                    if key is None:
-                        key = f"{prefix}x:{_SLOTS[slot]}:{text}"
-                        if slot < 2:
-                            cache[value] = key
-                            listed[slot].add(text)
-                found = sets.get(key)
-                if found is None:
-                    sets[key] = [off]
-                else:
-                    found.append(off)
-            task, action, run = texts
-            if pairs and task is not None and action is not None:
-                size = len(task) if task.isascii() else len(task.encode("utf-8"))
-                key = f"{prefix}p:{size}:{task}:{action}"
-                found = sets.get(key)
-                if found is None:
-                    sets[key] = [off]
-                else:
-                    found.append(off)
-            if runs_on and run is not None:
-                rkey = f"{prefix}r:{task}" if task is not None else f"{prefix}rz"
-                members = runs.get(rkey)
-                if members is None:
-                    runs[rkey] = {run: off}
-                else:
-                    members[run] = off
+                    continue
+                if isinstance(value, Enum):
+                    value = value.value
+                text = value if as_text[slot] else str(int(value))
+                size = len(text) if text.isascii() else len(text.encode("utf-8"))
+                parts.append(f"{size}:{text}")
             if score_kind is not None:
                 created = row.get("created")
                 if created is None or created != created:  # None or NaN: no score
@@ -451,8 +412,6 @@ class RedisRepo(Repository[ModelT]):
                 else:
                     text = repr(float(created)) if score_kind == "float" else str(created)
                     parts.append(f"{len(text)}:{text}")
-                    scores.append(off)
-                    scores.append(text)
             else:
                 parts.append(created_token)
             body = [row.get(name) for name in body_names]
@@ -467,25 +426,7 @@ class RedisRepo(Repository[ModelT]):
             header = "".join(parts)
             size = len(header) if header.isascii() else len(header.encode("utf-8"))
             values.append(f"{lead}{size}|{header}{dumps(body)}".encode())
-        args: list[Any] = [len(values), *values, len(scores) // 2, *scores, len(sets)]
-        for key, offsets in sets.items():
-            args.append(key)
-            args.append(len(offsets))
-            args.extend(offsets)
-        args.append(len(runs))
-        for key, members in runs.items():
-            args.append(key)
-            args.append(len(members))
-            for run, off in members.items():
-                args.append(run)
-                args.append(off)
-        named = [(f"{prefix}v:{_SLOTS[slot]}", listed[slot]) for slot in (0, 1) if listed[slot]]
-        args.append(len(named))
-        for key, texts_set in named:
-            args.append(key)
-            args.append(len(texts_set))
-            args.extend(texts_set)
-        return values, args
+        return values
 
     def _decode(self, value: bytes) -> tuple[_Layout, Row]:
         """The layout of a stored value and every field it holds."""
@@ -558,12 +499,11 @@ class RedisRepo(Repository[ModelT]):
         """
         if not rows:
             return
-        layout = self._layout()
-        _, args = self._pack(rows, layout)
+        values = self._pack(rows, self._layout())
         pending = self._pending
         token = pending[1] if pending is not None and pending[0] is rows else uuid.uuid4().hex
         try:
-            self._call("add", token, *args)
+            self._call("add", token, len(values), *values)
         except (self._redis.ConnectionError, self._redis.TimeoutError):
             self._pending = (rows, token)
             raise
