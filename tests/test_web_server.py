@@ -299,6 +299,38 @@ def test_serve_starts_before_its_store_exists(tmp_path: Path) -> None:
     assert "/healthz answers 503 until it can" in out
 
 
+def test_serve_keeps_an_idle_connection(tmp_path: Path) -> None:
+    """A connection left idle longer than uvicorn's default keep-alive (5 s) is
+    still open for the next request (a poller's pooled connection)."""
+    import http.client
+
+    from tasklog.cli.serving import KEEP_ALIVE
+
+    assert KEEP_ALIVE > 7
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    repo = open_repo(url, model=TaskRunRecord)
+    write_history(repo)
+    repo.close()
+    process, base = serve("--repo", url, "serve", cwd=tmp_path)
+    try:
+        connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=10)
+        connection.request("GET", "/healthz")
+        first = connection.getresponse()
+        assert first.status == 200
+        first.read()
+        sock = connection.sock
+        time.sleep(7)
+        connection.request("GET", "/api/tasks")  # on the same socket: reconnecting would fail
+        again = connection.getresponse()
+        assert again.status == 200
+        assert connection.sock is sock
+        assert json.loads(again.read())
+        connection.close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
 def test_serve_with_auth(tmp_path: Path) -> None:
     """--auth guards every endpoint of the served application."""
     url = f"sqlite:///{tmp_path / 'a.db'}"

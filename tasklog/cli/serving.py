@@ -10,10 +10,12 @@ import typer
 
 from .app import CLIError, state
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "is_loopback", "serve"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "KEEP_ALIVE", "is_loopback", "serve"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
+KEEP_ALIVE = 30
+"""Seconds an idle HTTP connection is kept open."""
 
 
 def is_loopback(host: str) -> bool:
@@ -123,6 +125,10 @@ def serve(
         log_level="info",
         access_log=access_log,
         timeout_graceful_shutdown=3,
+        # an idle connection stays open 30 s (uvicorn's default is 5 s): a
+        # dashboard or a proxy polling every few seconds keeps reusing it, and
+        # a request sent as the server closes an idle connection is rarer
+        timeout_keep_alive=KEEP_ALIVE,
         proxy_headers=False,
         server_header=False,
     )
