@@ -149,12 +149,10 @@ def _newest_first(i: sa.Table) -> tuple[Any, ...]:
 
 
 _WINDOW = 50_000
-"""Runs in a ``since`` window up to which its percentiles come from ranking its
-runtimes (one sort) rather than from an ``OFFSET`` walk of the runtime index
-per figure."""
+"""Runs in a ``since`` window up to which the figures are computed from its
+runs' rows (fetched by the ``created`` index) rather than by the database."""
 _KEPT_FIGURES = ("p50_runtime", "p95_runtime", "max_runtime")
 """The figures of all time kept between reads (the rest come from the totals)."""
-_NO_PERCENTILES: Row = {"p50_runtime": None, "p95_runtime": None}
 
 
 class SQLRepo(Repository[ModelT]):
@@ -977,12 +975,10 @@ class SQLRepo(Repository[ModelT]):
         The total adds them up. Each nearest-rank percentile is an ``ORDER BY
         secs LIMIT 1 OFFSET k`` through the ``(task_name, secs)`` or ``(secs)``
         index, walked from the nearer end, and each maximum the last entry of
-        those, all of them in one statement; those of all time are kept
-        until the task's versions change. A window of up to ``_WINDOW`` runs
-        has its runtimes ranked instead (:meth:`_ranked_runtimes`).
+        those, all of them in one statement.
         """
         self._ensure_open()
-        from ..history import FAILURES, OTHER, nearest_rank
+        from ..history import FAILURES, OTHER, nearest_rank, summarize_runs
 
         runs = self._index()
         if runs is None:
@@ -993,7 +989,15 @@ class SQLRepo(Repository[ModelT]):
             where.append(i.c.task_name == task_name)
         if since is not None:
             where.append(i.c.created >= since)
-
+            window = sa.select(i.c.task_name, i.c.outcome, i.c.secs).where(*where)
+            with self.engine.connect() as conn:
+                size = conn.execute(
+                    sa.select(sa.func.count()).select_from(window.limit(_WINDOW + 1).subquery())
+                ).scalar_one()
+                if size <= _WINDOW:  # a short window: its runs, summed up here
+                    triples = conn.execute(window).all()
+                    total = summarize_runs(triples, by_task=False)[0]
+                    return (summarize_runs(triples) if by_task else []), total
         def blank(task: str | None) -> Row:
             return {"task_name": task, "runs": 0, "successes": 0, "failures": 0, "other": 0,
                     "finished": 0, "n": 0, "sum": 0.0, "max_runtime": None}
@@ -1037,11 +1041,6 @@ class SQLRepo(Repository[ModelT]):
             # secs is set only for runs with a run record, so "created IS NOT
             # NULL" is implied and the percentiles read only the secs indexes
             timed_scope = [i.c.secs.is_not(None), *where[1:]]
-            # a short window: its runtimes ranked by the database, per task and in all
-            ranked = (
-                self._ranked_runtimes(conn, i, timed_scope, by_task=by_task)
-                if since is not None and total["runs"] <= _WINDOW else None
-            )
             wanted: list[tuple[Row, str, Any]] = []  # (row, figure, its scalar subquery)
             # of all time, a scope's percentiles and maximum are kept until its
             # tasks' versions change (scope: a task, or None for every task)
@@ -1057,9 +1056,6 @@ class SQLRepo(Repository[ModelT]):
                     continue
                 if row is total and not with_total:
                     row.update(dict.fromkeys(_KEPT_FIGURES))  # not wanted: not read
-                    continue
-                if ranked is not None:
-                    row.update(ranked.get(row is total or row["task_name"], _NO_PERCENTILES))
                     continue
                 scope = list(timed_scope)
                 if row["task_name"] is not None and task_name is None:
@@ -1090,36 +1086,6 @@ class SQLRepo(Repository[ModelT]):
                  "mean_runtime", "p50_runtime", "p95_runtime", "max_runtime")
         per_task = [{name: figures[task][name] for name in names} for task in sorted(figures)]
         return per_task, {name: total[name] for name in names}
-
-    @staticmethod
-    def _ranked_runtimes(
-        conn: sa.Connection, i: sa.Table, scope: list[Any], *, by_task: bool
-    ) -> dict[Any, Row]:
-        """The nearest-rank p50 and p95 runtimes of the runs in *scope*, per task
-        (keyed by task) and in all (keyed by True): the database numbers each
-        runtime within its task and in all, and returns only the rows at those
-        ranks. For a window of a few thousand runs (one sort of them), rather
-        than an ``OFFSET`` walk per figure."""
-        from ..history import nearest_rank
-
-        found: dict[Any, Row] = {}
-        for per_task in (False, True) if by_task else (False,):
-            over: dict[str, Any] = {"partition_by": i.c.task_name} if per_task else {}
-            ranked = sa.select(
-                i.c.task_name, i.c.secs,
-                sa.func.row_number().over(order_by=i.c.secs, **over).label("rank"),
-                sa.func.count().over(**over).label("n"),
-            ).where(*scope).subquery()
-            n = ranked.c.n
-            stmt = sa.select(ranked.c.task_name, ranked.c.secs, ranked.c.rank, n).where(
-                sa.or_(ranked.c.rank == (50 * n + 99) // 100, ranked.c.rank == (95 * n + 99) // 100)
-            )
-            for task, secs, rank, count in conn.execute(stmt):
-                row = found.setdefault(task if per_task else True, dict(_NO_PERCENTILES))
-                for percent in (50, 95):
-                    if rank == nearest_rank(percent, count):
-                        row[f"p{percent}_runtime"] = float(secs)
-        return found
 
     @staticmethod
     def _nth_runtime(i: sa.Table, scope: list[Any], rank: int, n: int) -> Any:
