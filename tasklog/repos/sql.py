@@ -215,6 +215,8 @@ class SQLRepo(Repository[ModelT]):
         self._dialect = engine.dialect.name
         self._pending: str | None = None
         """``if_missing`` of a table still to open: the server was down at start."""
+        self._json_each = True
+        """Whether SQLite has ``json_each`` (tried until it fails)."""
         # 5000 records a batch on database servers (each batch costs round trips)
         self.write_profile = WriteProfile(
             batches=True, batch_size=1000 if self._dialect == "sqlite" else 5000
@@ -869,7 +871,7 @@ class SQLRepo(Repository[ModelT]):
                 sa.select(newest).select_from(wanted.join(newest, sa.true()))
                 .order_by(newest.c.task_name, newest.c.created.desc(), newest.c.run_id.desc())
             )
-        if self._dialect == "sqlite":
+        if self._dialect == "sqlite" and self._json_each:
             listed = sa.func.json_each(sa.bindparam("names", json.dumps(list(task_names))))
             wanted = listed.table_valued("value", "key").alias("wanted")
             found = i.alias("newest")
@@ -879,10 +881,15 @@ class SQLRepo(Repository[ModelT]):
                 .order_by(*_newest_first(i)).limit(n)
             )
             on = sa.and_(found.c.task_name == wanted.c.value, found.c.run_id.in_(chosen))
-            return self._run_pairs(
-                sa.select(found).select_from(wanted.join(found, on))
-                .order_by(wanted.c.key, found.c.created.desc(), found.c.run_id.desc())
-            )
+            try:
+                return self._run_pairs(
+                    sa.select(found).select_from(wanted.join(found, on))
+                    .order_by(wanted.c.key, found.c.created.desc(), found.c.run_id.desc())
+                )
+            except exc.OperationalError as err:
+                if "json_each" not in str(err):
+                    raise
+                self._json_each = False  # an SQLite built without JSON: the general form
         return self._run_pairs_of([
             sa.select(i).where(i.c.task_name == task, i.c.created.is_not(None))
             .order_by(*_newest_first(i)).limit(n)

@@ -250,6 +250,17 @@ def test_figures_kept_between_reads_follow_every_change(
     other.close()
 
 
+def test_recent_runs_without_json_each(make_repo: RepoFactory) -> None:
+    """An SQLite without ``json_each`` reads each task's newest runs with one
+    ``LIMIT`` per task instead, and answers the same."""
+    sql, generic = both(make_repo, "sqlite")
+    write((sql, generic), random_history(5))
+    tasks = ["task-0", "task-1", "task-3", "task-8"]
+    fast = history.recent_runs(sql, tasks, 4)
+    sql._json_each = False
+    assert history.recent_runs(sql, tasks, 4) == fast == history.recent_runs(generic, tasks, 4)
+
+
 @pytest.mark.parametrize("store", SQL_STORES)
 def test_a_change_makes_no_index_but_keeps_one_made_elsewhere(
     make_repo: RepoFactory, store: str
