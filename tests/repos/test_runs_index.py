@@ -162,7 +162,7 @@ def test_figures_over_a_window_either_way(
 ) -> None:
     """``stats(since=)`` sums a short window's runs itself and has the database
     sum a long one: both answer as the records do."""
-    from tasklog.repos import sql as sql_module
+    from tasklog.repos import sql_run_reads as sql_module
 
     monkeypatch.setattr(sql_module, "_WINDOW", window)
     sql, generic = both(make_repo, store)
