@@ -47,6 +47,7 @@ __all__ = [
     "RunInfo",
     "RunQueries",
     "aggregate_runs",
+    "count_outcome",
     "crash_candidates",
     "figures_row",
     "get_run",
@@ -899,6 +900,21 @@ def runtime_seconds(value: Any) -> float | None:
     return None
 
 
+def count_outcome(counts: list[int], outcome: str | None, n: int = 1) -> None:
+    """Add *n* runs ended by *outcome* (None: still open) to *counts*: runs,
+    successes, failures, other, finished (what :func:`figures_row` reads)."""
+    counts[0] += n
+    if outcome is None:
+        return
+    counts[4] += n
+    if outcome == "success":
+        counts[1] += n
+    elif outcome in FAILURES:
+        counts[2] += n
+    elif outcome in OTHER:
+        counts[3] += n
+
+
 def figures_row(task: str | None, counts: Sequence[int], times: Sequence[float]) -> Row:
     """A row of :func:`aggregate_runs` from *counts* (runs, successes, failures,
     other, finished) and the finished runs' runtimes, sorted."""
@@ -940,14 +956,9 @@ def summarize_runs(
     rows: list[Row] = []
     for task in sorted(groups, key=lambda t: (t is not None, t or "")):
         outcomes, times = groups[task]
-        count = sum(outcomes.values())
-        counts = (
-            count,
-            outcomes.get("success", 0),
-            sum(outcomes.get(name, 0) for name in FAILURES),
-            sum(outcomes.get(name, 0) for name in OTHER),
-            count - outcomes.get(None, 0),
-        )
+        counts = [0] * 5
+        for outcome, n in outcomes.items():
+            count_outcome(counts, outcome, n)
         rows.append(figures_row(task, counts, sorted(times)))
     return rows
 

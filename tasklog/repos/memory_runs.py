@@ -69,18 +69,16 @@ class RunsFold:
     ) -> None:
         from ..history import (  # what a run is, said once
             CLOSING_ACTIONS,
-            FAILURES,
-            OTHER,
+            count_outcome,
             figures_row,
             runtime_seconds,
         )
 
+        self._count_outcome = count_outcome
         self._figures_row = figures_row
         self._runtime_seconds = runtime_seconds
 
         self._closing = frozenset(CLOSING_ACTIONS)
-        self._failures = frozenset(FAILURES)
-        self._other = frozenset(OTHER)
         self._task = pos["task_name"]
         self._action = pos["action"]
         self._made = pos["created"]
@@ -207,13 +205,7 @@ class RunsFold:
     def _add_counts(
         self, task: str, outcome: str | None, secs: float | None, sign: int, *, sort: bool = True
     ) -> None:
-        counts = self._counts.setdefault(task, [0, 0, 0, 0, 0])
-        counts[0] += sign
-        if outcome is not None:
-            counts[4] += sign
-            counts[1] += sign if outcome == "success" else 0
-            counts[2] += sign if outcome in self._failures else 0
-            counts[3] += sign if outcome in self._other else 0
+        self._count_outcome(self._counts.setdefault(task, [0, 0, 0, 0, 0]), outcome, sign)
         if secs is None:
             return
         for times in (self._secs.setdefault(task, []), self._secs[None]):

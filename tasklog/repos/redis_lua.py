@@ -145,7 +145,7 @@ local function index_add(g, id, vals, score)
       if not key then
         key = ikey(slot, value)
         known[value] = key
-        if value and slot < 3 then g.listed[VKEYS[slot]][value] = true end
+        if value and LISTED[SLOTS[slot]] then g.listed[VKEYS[slot]][value] = true end
       end
       local list = sets[key]
       if not list then list = {}; sets[key] = list end

@@ -19,6 +19,7 @@ from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from .base import Row
+from .sql_runs import versions_by_task
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -31,6 +32,8 @@ __all__ = ["RunIndexReads"]
 _WINDOW = 50_000
 """Runs in a ``since`` window up to which the figures are computed from its
 runs' rows (fetched by the ``created`` index) rather than by the database."""
+_COUNTED = ("runs", "successes", "failures", "other", "finished")
+"""The runs counted per task (:func:`tasklog.history.count_outcome`'s order)."""
 _KEPT_FIGURES = ("p50_runtime", "p95_runtime", "max_runtime")
 """The figures of all time kept between reads (the rest come from the totals)."""
 
@@ -216,7 +219,7 @@ class RunIndexReads:
         """Per task, the run with one of *outcomes* that ended last, from the runs
         index: one seek per task into its ``(task_name, closing_created)`` index
         (any closing action), else per task and outcome into ``(task_name,
-        outcome, closing_created)``, in one statement per 50 tasks; None
+        outcome, closing_created)``, in one statement per 100 seeks; None
         without an index."""
         from ..history import CLOSING_ACTIONS
 
@@ -299,7 +302,7 @@ class RunIndexReads:
         those, all of them in one statement.
         """
         self._ensure_open()
-        from ..history import FAILURES, OTHER, nearest_rank, summarize_runs
+        from ..history import count_outcome, nearest_rank, summarize_runs
 
         runs = self._index()
         if runs is None:
@@ -320,8 +323,8 @@ class RunIndexReads:
                     total = summarize_runs(triples, by_task=False)[0]
                     return (summarize_runs(triples) if by_task else []), total
         def blank(task: str | None) -> Row:
-            return {"task_name": task, "runs": 0, "successes": 0, "failures": 0, "other": 0,
-                    "finished": 0, "n": 0, "sum": 0.0, "max_runtime": None}
+            return {"task_name": task, "counts": [0] * 5, "n": 0, "sum": 0.0,
+                    "max_runtime": None}
 
         total = blank(None)
         figures: dict[str, Row] = {}
@@ -329,10 +332,9 @@ class RunIndexReads:
             found: list[tuple[Any, ...]]
             stamps: dict[Any, frozenset[Any]] = {}  # each task's versions, of all time
             if since is None:
-                found = []
-                for task, outcome, *sums, version in runs.totals_rows(conn, task_name):
-                    found.append((task, outcome, *sums, None))
-                    stamps[task] = stamps.get(task, frozenset()) | {(outcome, version)}
+                totals = runs.totals_rows(conn, task_name)
+                found = [(*row[:5], None) for row in totals]
+                stamps = versions_by_task((row[0], row[1], row[5]) for row in totals)
             else:
                 found = [tuple(row) for row in conn.execute(
                     sa.select(
@@ -345,12 +347,7 @@ class RunIndexReads:
             for task, outcome, n, timed, seconds, longest in found:
                 targets = [total, figures.setdefault(task, blank(task))] if by_task else [total]
                 for row in targets:
-                    row["runs"] += n
-                    if outcome is not None:
-                        row["finished"] += n
-                        row["successes"] += n if outcome == "success" else 0
-                        row["failures"] += n if outcome in FAILURES else 0
-                        row["other"] += n if outcome in OTHER else 0
+                    count_outcome(row["counts"], outcome, n)
                     if timed:
                         row["n"] += timed
                         row["sum"] += float(seconds)
@@ -367,6 +364,7 @@ class RunIndexReads:
             # tasks' versions change (scope: a task, or None for every task)
             fresh: dict[Any, tuple[Any, Row]] = {}
             for row in [*figures.values(), total]:
+                row.update(zip(_COUNTED, row.pop("counts"), strict=True))
                 n = row.pop("n")
                 row["mean_runtime"] = row.pop("sum") / n if n else None
                 held = row["task_name"] if row["task_name"] is not None else task_name

@@ -43,7 +43,7 @@ from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["RunsIndex"]
+__all__ = ["RunsIndex", "versions_by_task"]
 
 Row = dict[str, Any]
 Tally = list[Any]
@@ -178,8 +178,7 @@ class RunsIndex:
                     return
             # made for a model with fewer fields, left by a dropped records
             # table, or by a version without the mark or the totals (or their
-            # versions): made
-            # again, from the records
+            # versions): made again, from the records
             stale = True
         try:
             with engine.begin() as conn:
@@ -503,12 +502,20 @@ class RunsIndex:
         ]
 
     def versions(self, conn: Connection) -> dict[Any, frozenset[tuple[str | None, int]]]:
-        """Each task's ``(outcome, version)`` pairs: equal on two reads when (and
-        only when) none of the task's runs changed in between."""
+        """Each task's versions now (see :func:`versions_by_task`)."""
         totals = self.totals
-        found: dict[Any, set[tuple[str | None, int]]] = {}
-        for task, outcome, version in conn.execute(
+        return versions_by_task(conn.execute(
             sa.select(totals.c.task_name, totals.c.outcome, totals.c.version)
-        ):
-            found.setdefault(task, set()).add((outcome or None, version))
-        return {task: frozenset(pairs) for task, pairs in found.items()}
+        ))
+
+
+def versions_by_task(
+    rows: Iterable[Sequence[Any]],
+) -> dict[Any, frozenset[tuple[str | None, int]]]:
+    """Each task's ``(outcome, version)`` pairs from totals rows ``(task,
+    outcome, version)``: equal on two reads when (and only when) none of the
+    task's runs changed in between."""
+    found: dict[Any, set[tuple[str | None, int]]] = {}
+    for task, outcome, version in rows:
+        found.setdefault(task, set()).add((outcome or None, version))
+    return {task: frozenset(pairs) for task, pairs in found.items()}
