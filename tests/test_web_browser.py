@@ -161,6 +161,18 @@ def test_task_page_chart_and_filter(page: Any, server: dict[str, Any], shots: Pa
     box = dots.first.bounding_box()
     assert box is not None
     assert box["width"] > 0
+    # the open run is a ring (no fill) in the running colour, not in the card's
+    ring = page.locator('#chart circle[data-outcome="running"]')
+    stroke, card = ring.evaluate(
+        "d => [getComputedStyle(d).stroke, getComputedStyle(d.closest('.card') || document.body)"
+        ".backgroundColor]"
+    )
+    assert stroke not in (card, "none", "")
+    assert stroke == page.evaluate(
+        "(() => { const e = document.createElement('i'); e.style.color ="
+        " getComputedStyle(document.documentElement).getPropertyValue('--run').trim();"
+        " document.body.append(e); const c = getComputedStyle(e).color; e.remove(); return c; })()"
+    )
     page.screenshot(path=str(shots / "task.png"), full_page=True)
     page.select_option("select[name=status]", "running")
     expect(page).to_have_url(server["base"] + "/task?name=nightly-report&status=running")

@@ -259,7 +259,8 @@
         fill: colour(p.r.outcome), "data-outcome": outcomeName(p.r.outcome), class: p.open ? "open" : "",
         onclick: () => { location.href = link("run", { id: p.r.run_id }); } },
       s("title", { text: `${outcomeName(p.r.outcome)} · ${when(p.r.start)} · ${duration(p.secs)}` }));
-      if (p.open) dot.setAttribute("stroke", colour(null));
+      // inline: the stylesheet's circle stroke (the card's colour) beats an attribute
+      if (p.open) dot.style.stroke = colour(null);
       svg.append(dot);
     }
     return svg;
