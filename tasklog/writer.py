@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 from . import lifecycle
 from .mapper import Unchecked
 from .repos import Repository
+from .repos.base import PartlyStored
 
 __all__ = [
     "BackgroundWriter",
@@ -230,6 +231,11 @@ class Writer:
                     self.repo.insert_rows(rows)
                 finally:
                     self._write_started = 0.0
+            except PartlyStored as part:  # stored as smaller batches, up to a failure
+                with self._counts_lock:
+                    self._stored += part.stored
+                self._store(rows[part.stored :])
+                return
             except Exception as exc:
                 if self.repo.is_transient(exc):
                     now = time.monotonic()

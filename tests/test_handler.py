@@ -543,11 +543,12 @@ class TestBatchSize:
     """The default batch size comes from the store; an explicit one wins."""
 
     def test_store_default_and_override(self, make_repo: Any, store: str) -> None:
-        """Database servers get 5000 (each batch costs round trips), others 1000."""
+        """Database servers get 5000 (each batch costs round trips; Redis packs one
+        part while it stores the one before), others 1000."""
         repo = make_repo(store)
         default = RepoHandler(repo)
         chosen = RepoHandler(repo, batch_size=7)
-        assert ((5000 if store == "postgresql" else 1000), 7) == (
+        assert ((5000 if store in ("postgresql", "redis") else 1000), 7) == (
             default.batch_size, chosen.batch_size
         )
         default.close()

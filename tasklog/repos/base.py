@@ -26,6 +26,7 @@ from ..schema import Schema, schema_of
 
 __all__ = [
     "ModelT",
+    "PartlyStored",
     "Repository",
     "Result",
     "Row",
@@ -40,6 +41,19 @@ _hooks_lock = threading.Lock()
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Row = dict[str, Any]
+
+
+class PartlyStored(Exception):  # noqa: N818  (not an error of its own: it carries one)
+    """``insert_rows`` stored the first *stored* rows of a batch (as batches of
+    their own) and then failed for a reason it raises from.
+
+    A store that writes a big batch as several smaller ones raises it, so that a
+    writer stores the rest again, not the whole batch.
+    """
+
+    def __init__(self, stored: int, total: int) -> None:
+        super().__init__(f"{stored} of {total} rows were stored before the write failed")
+        self.stored = stored
 
 
 @dataclass(frozen=True)
@@ -363,7 +377,11 @@ class Repository(ABC, Generic[ModelT]):
     # ------------------------------------------------------------- primitives
     @abstractmethod
     def insert_rows(self, rows: list[Row]) -> None:
-        """Append *rows* (validated, in order) as one batch."""
+        """Append *rows* (validated, in order) as one batch.
+
+        Raises:
+            PartlyStored: the first rows were stored, the rest were not.
+        """
 
     @abstractmethod
     def select_rows(

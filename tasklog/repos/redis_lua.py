@@ -79,24 +79,22 @@ end
 -- the header of a stored value: {task, action, run} (false = null, nil = not indexed),
 -- the created score (or nil) and, when *text* is asked for, the header text
 local function header(v, text)
-  local bar = string.find(v, "|", 1, true)
-  local pos = string.find(v, "|", bar + 1, true) + 1
+  local pos = string.match(v, "^%d+|%d+|()")
   local vals = {}
   local score = nil
   for slot = 1, 4 do
-    local c = string.sub(v, pos, pos)
+    local c = string.byte(v, pos)
     local value
-    if c == "-" then
+    if c == 45 then  -- "-"
       value = false
       pos = pos + 1
-    elseif c == "?" then
+    elseif c == 63 then  -- "?"
       value = nil
       pos = pos + 1
     else
-      local colon = string.find(v, ":", pos, true)
-      local n = tonumber(string.sub(v, pos, colon - 1))
-      value = string.sub(v, colon + 1, colon + n)
-      pos = colon + 1 + n
+      local n, at = string.match(v, "^(%d+):()", pos)
+      pos = at + n
+      value = string.sub(v, at, pos - 1)
     end
     if slot == 4 then
       if value then score = value end
@@ -133,42 +131,47 @@ local function push(t, key, a, b)
   if b ~= nil then l[#l + 1] = b end
 end
 
--- add index entries of one row to the pending groups (keys made once per batch:
--- values repeat from row to row)
+-- add index entries of one row to the pending groups (each key's list found once
+-- per batch: values repeat from row to row)
 local function index_add(g, id, vals, score)
   local sets, made = g.sets, g.made
   for slot = 1, 3 do
     local value = vals[slot]
     if value ~= nil then
       local known = made[slot]
-      local key = known[value]
-      if not key then
-        key = ikey(slot, value)
-        known[value] = key
+      local list = known[value]
+      if not list then
+        local key = ikey(slot, value)
+        list = sets[key]
+        if not list then list = {}; sets[key] = list end
+        known[value] = list
         if value and LISTED[SLOTS[slot]] then g.listed[VKEYS[slot]][value] = true end
       end
-      local list = sets[key]
-      if not list then list = {}; sets[key] = list end
-      list[#list + 1] = id
-      list[#list + 1] = id
+      local n = #list
+      list[n + 1] = id
+      list[n + 2] = id
     end
   end
   if score then
-    local list = g.created[CREATED]
-    if not list then list = {}; g.created[CREATED] = list end
-    list[#list + 1] = score
-    list[#list + 1] = id
+    local list = g.created
+    local n = #list
+    list[n + 1] = score
+    list[n + 2] = id
   end
-  local task = vals[1]
-  if task and vals[2] then
+  local task, action = vals[1], vals[2]
+  if task and action then
     local per_task = made[4][task]
     if not per_task then per_task = {}; made[4][task] = per_task end
-    local key = per_task[vals[2]]
-    if not key then key = pkey(vals); per_task[vals[2]] = key end
-    local list = sets[key]
-    if not list then list = {}; sets[key] = list end
-    list[#list + 1] = id
-    list[#list + 1] = id
+    local list = per_task[action]
+    if not list then
+      local key = pkey(vals)
+      list = sets[key]
+      if not list then list = {}; sets[key] = list end
+      per_task[action] = list
+    end
+    local n = #list
+    list[n + 1] = id
+    list[n + 2] = id
   end
   if task ~= nil and vals[3] then
     local members = g.runs[task]
@@ -179,7 +182,7 @@ end
 
 local function flush_add(g)
   for key, list in pairs(g.sets) do call_chunked("ZADD", key, list, 2 * CHUNK) end
-  for key, list in pairs(g.created) do call_chunked("ZADD", key, list, 2 * CHUNK) end
+  if #g.created > 0 then call_chunked("ZADD", CREATED, g.created, 2 * CHUNK) end
   for key, values in pairs(g.listed) do
     local list = {}
     for value in pairs(values) do list[#list + 1] = value end
@@ -196,7 +199,8 @@ local function flush_add(g)
 end
 
 local function new_groups()
-  -- made: per slot, value -> its set's key; [4]: task -> action -> the pair's key;
+  -- sets: key -> its (score, id) list; made: per slot, value -> its set's list;
+  -- [4]: task -> action -> the pair's list; created: (score, id) list of CREATED;
   -- runs: task (false: none) -> run_id -> the id of its newest record
   return {sets = {}, created = {}, runs = {}, made = {{}, {}, {}, {}},
           listed = {[VKEYS[1]] = {}, [VKEYS[2]] = {}}}
@@ -391,7 +395,8 @@ end
 
 if op == "page" then
   -- ARGV[3]: JSON {k: driver keys | ids: explicit ids, c: cursor, r: reverse, n: matches wanted,
-  -- b: candidates to look at, f: filters ({k: keys} or {lo, hi}), rows: return values}
+  -- b: candidates to look at, f: filters ({k: keys} or {lo, hi}), rows: return values,
+  -- o: values only (no ids)}
   -- returns {next cursor or "" when done, count, ids..., values...}
   local spec = cjson.decode(ARGV[3])
   local rev = spec.r
@@ -404,6 +409,7 @@ if op == "page" then
     local from
     if spec.c then from = "(" .. spec.c elseif rev then from = "+inf" else from = "-inf" end
     local merged = {}
+    local single = #spec.k == 1
     for _, key in ipairs(spec.k) do
       local got
       if rev then
@@ -411,7 +417,11 @@ if op == "page" then
       else
         got = redis.call("ZRANGEBYSCORE", key, from, "+inf", "LIMIT", 0, budget)
       end
-      for _, m in ipairs(got) do merged[#merged + 1] = tonumber(m) end
+      if single then
+        cands = got  -- one key: its members in order already (id text)
+      else
+        for _, m in ipairs(got) do merged[#merged + 1] = tonumber(m) end
+      end
       if #got == budget then
         local edge = tonumber(got[#got])
         if nextc == nil or (rev and edge > nextc) or (not rev and edge < nextc) then
@@ -419,12 +429,12 @@ if op == "page" then
         end
       end
     end
-    if #spec.k > 1 then
+    if not single then
       if rev then table.sort(merged, function(a, b) return a > b end) else table.sort(merged) end
-    end
-    for _, id in ipairs(merged) do
-      if nextc ~= nil and ((rev and id < nextc) or (not rev and id > nextc)) then break end
-      cands[#cands + 1] = string.format("%d", id)
+      for _, id in ipairs(merged) do
+        if nextc ~= nil and ((rev and id < nextc) or (not rev and id > nextc)) then break end
+        cands[#cands + 1] = string.format("%d", id)
+      end
     end
   end
   for _, f in ipairs(spec.f) do
@@ -459,7 +469,9 @@ if op == "page" then
   local out = {"", #cands}
   if nextc ~= nil then out[1] = string.format("%d", nextc) end
   if not spec.rows then return out end
-  for _, id in ipairs(cands) do out[#out + 1] = id end
+  if not spec.o then
+    for _, id in ipairs(cands) do out[#out + 1] = id end
+  end
   for i = 1, #cands, CHUNK do
     local values = redis.call("HMGET", ROWS, unpack(cands, i, math.min(i + CHUNK - 1, #cands)))
     for _, v in ipairs(values) do out[#out + 1] = v end

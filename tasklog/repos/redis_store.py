@@ -50,7 +50,7 @@ from ..query import (
     sort_rows,
 )
 from ..schema import Schema
-from .base import ModelT, Repository, Row, WriteProfile, plan_prune
+from .base import ModelT, PartlyStored, Repository, Row, WriteProfile, plan_prune
 from .redis_lua import SCRIPT
 
 if TYPE_CHECKING:
@@ -65,9 +65,12 @@ _MICRO = timedelta(microseconds=1)
 _PAGE = 500
 _BUDGET = 2000
 _CHUNK = 1000
+_ADD = 1000
+"""Rows per script call of a write (a batch of more is sent in parts of this size)."""
 _DEFAULT_URL = "redis://localhost:6379/0"
-_DECODE = 256
-"""Rows decoded together when a read wants many."""
+_PIECES = 4096
+"""Header texts of indexed values kept per layout and slot (task names and
+actions repeat from record to record)."""
 _loads = json.JSONDecoder().decode
 """JSON text to values (the stored bodies; without ``json.loads``' set-up per call)."""
 
@@ -116,6 +119,8 @@ class _Layout:
     jsons_at: tuple[tuple[int, str], ...] = ()
     """Positions in the body of JSON fields, and their names."""
     views: dict[int, tuple[bool, tuple[str, ...], dict[str, Any]]] = field(default_factory=dict)
+    pieces: tuple[_Pieces, ...] = field(default_factory=lambda: (_Pieces(), _Pieces(), _Pieces()))
+    """Per header slot: the header text of values written lately (they repeat)."""
     """Per schema id: (rows need adapting, model fields kept, defaults of missing fields)."""
 
     @staticmethod
@@ -149,6 +154,42 @@ class _Layout:
         )
 
 
+class _Pieces(dict[Any, str]):
+    """Header tokens of indexed values, made on first use: ``-`` for null, else
+    ``<byte length>:<text>`` (at most ``_PIECES`` kept: task names and actions
+    repeat from record to record, run ids do not)."""
+
+    def __missing__(self, value: Any) -> str:
+        if value is None:
+            return "-"
+        text = _plain(value)
+        if not isinstance(text, str):
+            text = str(int(text))
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        piece = f"{size}:{text}"
+        if len(self) < _PIECES:
+            self[value] = piece
+        return piece
+
+
+def _created_pieces(rows: list[Row], kind: str | None, scored: bool) -> list[str]:
+    """The header's last token per row: ``created`` as a score (``-`` when null or
+    NaN), or ``?`` when it is not a number, or ``-`` when the layout lacks it."""
+    if not scored:
+        return ["-" if kind is None else "?"] * len(rows)
+    values = [row.get("created") for row in rows]
+    if kind == "float" and all(type(v) is float and v == v for v in values):
+        return [f"{len(text)}:{text}" for text in map(repr, values)]
+    pieces = []
+    for value in values:
+        if value is None or value != value:  # None or NaN: no score
+            pieces.append("-")
+        else:
+            text = repr(float(value)) if kind == "float" else str(value)
+            pieces.append(f"{len(text)}:{text}")
+    return pieces
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
@@ -158,6 +199,25 @@ def _json_default(value: Any) -> Any:
         return value.total_seconds()
     msg = f"Cannot store {type(value).__name__} value {value!r}."
     raise TypeError(msg)
+
+
+def _body_encoder() -> Any:
+    """``encode(body, 0)``: a row's body as compact JSON, in pieces to join. The C
+    encoder is called directly (without ``json.dumps``' set-up on every row);
+    the Python one where there is none."""
+    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+    if make is None:
+        encoder = json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, default=_json_default
+        )
+        return lambda body, _: [encoder.encode(body)]
+    return make(
+        None, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False,
+        True,
+    )
+
+
+_encode_body = _body_encoder()
 
 
 class RedisRepo(Repository[ModelT]):
@@ -180,7 +240,7 @@ class RedisRepo(Repository[ModelT]):
         ConfigError: the URL or the key is not usable.
     """
 
-    write_profile = WriteProfile(batches=True)
+    write_profile = WriteProfile(batches=True, batch_size=5000)
 
     def __init__(
         self,
@@ -373,83 +433,73 @@ class RedisRepo(Repository[ModelT]):
 
     def _pack(self, rows: list[Row], layout: _Layout) -> list[bytes]:
         """The stored values of *rows*: the header the script indexes them by, and
-        the body Python reads them from."""
-        head = layout.head
+        the body Python reads them from.
+
+        Built a field at a time over the whole batch (``map`` and ``zip`` loop
+        in C), not a row at a time.
+        """
         kinds = layout.kinds
-        # per slot: 0 absent (null), 1 indexed, 2 present but not indexed
-        modes = [1 if k is not None else (2 if n in kinds else 0) for n, k in zip(_SLOTS, head,
-                                                                                     strict=True)]
-        as_text = [kind == "str" for kind in head]
-        score_kind = kinds.get("created") if layout.scored else None
-        created_token = "-" if "created" not in kinds else "?"
-        body_names = layout.body
-        times_at, jsons_at = layout.times_at, layout.jsons_at
-        infos = self.schema.fields
-        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
-                                 default=_json_default).encode
-        lead = f"{layout.id}|"  # then the header's length, "|", the header, the body
-        values: list[bytes] = []
-        for row in rows:
-            parts: list[str] = []
-            for slot in range(3):
-                mode = modes[slot]
-                if mode == 2:
-                    parts.append("?")
-                    continue
-                value = row.get(_SLOTS[slot]) if mode == 1 else None
-                if value is None:
-                    parts.append("-")
-                    continue
-                if isinstance(value, Enum):
-                    value = value.value
-                text = value if as_text[slot] else str(int(value))
-                size = len(text) if text.isascii() else len(text.encode("utf-8"))
-                parts.append(f"{size}:{text}")
-            if score_kind is not None:
-                created = row.get("created")
-                if created is None or created != created:  # None or NaN: no score
-                    parts.append("-")
-                else:
-                    text = repr(float(created)) if score_kind == "float" else str(created)
-                    parts.append(f"{len(text)}:{text}")
+        columns: list[list[str]] = []
+        for name, kind, cache in zip(_SLOTS, layout.head, layout.pieces, strict=True):
+            if kind is None:  # "-": the layout lacks the field, "?": not indexed
+                columns.append(["?" if name in kinds else "-"] * len(rows))
             else:
-                parts.append(created_token)
-            body = [row.get(name) for name in body_names]
-            for i, is_datetime in times_at:
+                columns.append(list(map(cache.__getitem__, [row.get(name) for row in rows])))
+        columns.append(_created_pieces(rows, kinds.get("created"), layout.scored))
+        headers = list(map("".join, zip(*columns, strict=True)))
+        if "".join(headers).isascii():
+            sizes = list(map(len, headers))
+        else:
+            sizes = [len(header.encode("utf-8")) for header in headers]
+        bodies = [list(map(row.get, layout.body)) for row in rows]
+        if layout.times_at or layout.jsons_at:
+            self._plain_bodies(bodies, layout)
+        texts = map("".join, map(_encode_body, bodies, itertools.repeat(0)))
+        lead = layout.id
+        return [
+            f"{lead}|{size}|{header}{text}".encode()
+            for size, header, text in zip(sizes, headers, texts, strict=True)
+        ]
+
+    def _plain_bodies(self, bodies: list[list[Any]], layout: _Layout) -> None:
+        """Turn times into integer microseconds and JSON fields into JSON values, in place."""
+        infos = self.schema.fields
+        for body in bodies:
+            for i, is_datetime in layout.times_at:
                 value = body[i]
                 if value is not None:
                     body[i] = (value - _EPOCH) // _MICRO if is_datetime else value // _MICRO
-            for i, name in jsons_at:
+            for i, name in layout.jsons_at:
                 info = infos.get(name)
                 if body[i] is not None and info is not None:
                     body[i] = info.adapter.dump_python(body[i], mode="json")
-            header = "".join(parts)
-            size = len(header) if header.isascii() else len(header.encode("utf-8"))
-            values.append(f"{lead}{size}|{header}{dumps(body)}".encode())
-        return values
 
     def _decode(self, value: bytes) -> tuple[_Layout, Row]:
         """The layout of a stored value and every field it holds."""
         return self._decode_many([value])[0]
 
     def _decode_many(self, values: list[bytes]) -> list[tuple[_Layout, Row]]:
-        """:meth:`_decode` of several values, their bodies read as one JSON array."""
-        layouts: list[_Layout] = []
-        bodies: list[bytes] = []
-        known = self._layouts
-        for value in values:
-            bar = value.index(b"|")
-            layout = known.get(int(value[:bar]))
-            if layout is None:
-                layout = self._layout_of(int(value[:bar]))
-            second = value.index(b"|", bar + 1)
-            layouts.append(layout)
-            bodies.append(value[second + 1 + int(value[bar + 1 : second]) :])
+        """:meth:`_decode` of several values, their bodies read as one JSON array
+        (and converted a field at a time when they share a layout)."""
+        heads = [value.split(b"|", 2) for value in values]
+        items_list: list[list[Any]] = _loads(
+            (b"[%b]" % b",".join([rest[int(size) :] for _, size, rest in heads])).decode()
+        )
+        ids = {lid for lid, _, _ in heads}
+        if len(ids) == 1:  # the usual case: one layout, its times converted column by column
+            layout = self._layout_of(int(ids.pop()))
+            for i, is_datetime in layout.times_at:
+                for items in items_list:
+                    micros = items[i]
+                    if micros is not None:
+                        delta = timedelta(microseconds=micros)
+                        items[i] = _EPOCH + delta if is_datetime else delta
+            rows: list[Row] = list(map(dict, map(zip, itertools.repeat(layout.body), items_list)))
+            return [(layout, row) for row in rows]
         found: list[tuple[_Layout, Row]] = []
-        for layout, items in zip(
-            layouts, _loads((b"[%b]" % b",".join(bodies)).decode()), strict=True
-        ):
-            row: Row = dict(zip(layout.body, items, strict=True))
+        for (lid, _, _), items in zip(heads, items_list, strict=True):
+            layout = self._layout_of(int(lid))
+            row = dict(zip(layout.body, items, strict=True))
             for name, kind in layout.times:
                 micros = row[name]
                 if micros is not None:
@@ -466,7 +516,14 @@ class RedisRepo(Repository[ModelT]):
         """:meth:`_view` of several values."""
         key = id(self.schema)
         out: list[Row] = []
-        for layout, row in self._decode_many(values):
+        decoded = self._decode_many(values)
+        if decoded and decoded[0][0] is decoded[-1][0]:
+            view = decoded[0][0].views.get(key)
+            if view is not None and not view[0] and all(
+                layout is decoded[0][0] for layout, _ in decoded
+            ):
+                return [row for _, row in decoded]  # rows of the current model as they are
+        for layout, row in decoded:
             view = layout.views.get(key)
             if view is None:
                 view = layout.views[key] = self._view_of(layout)
@@ -492,22 +549,90 @@ class RedisRepo(Repository[ModelT]):
 
     # ---------------------------------------------------------------- writes
     def insert_rows(self, rows: list[Row]) -> None:
-        """Store *rows* as one batch: one script call, atomic.
+        """Store *rows*: up to 1,000 as one script call, atomic; more as one call
+        per 1,000, each packed while Redis runs the one before.
 
         A batch whose reply was lost (the connection dropped) and that the
-        handler retries carries the same token, so it is stored once.
+        handler retries carries the same tokens, so each part is stored once.
+
+        Raises:
+            PartlyStored: the first parts were stored, a later one failed (not
+                for a lost connection: a retry of the whole batch is then safe).
         """
         if not rows:
             return
-        values = self._pack(rows, self._layout())
+        layout = self._layout()
         pending = self._pending
         token = pending[1] if pending is not None and pending[0] is rows else uuid.uuid4().hex
         try:
-            self._call("add", token, len(values), *values)
+            if len(rows) <= _ADD or not isinstance(self.client, self._redis.Redis):
+                for start in range(0, len(rows), _ADD):
+                    values = self._pack(rows[start : start + _ADD], layout)
+                    self._call("add", f"{token}:{start}", len(values), *values)
+            else:
+                self._add_overlapped(rows, layout, token)
         except (self._redis.ConnectionError, self._redis.TimeoutError):
             self._pending = (rows, token)
             raise
         self._pending = None
+
+    def _add_overlapped(self, rows: list[Row], layout: _Layout, token: str) -> None:
+        """Store *rows* in parts of ``_ADD``, packing each part while Redis stores
+        the one before (one connection; a part is sent once the one before is
+        stored, so what is stored is always the first parts)."""
+        pool = self.client.connection_pool
+        conn: Any
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            conn = pool.get_connection("EVALSHA")
+        script = self._script
+        in_flight = False
+
+        def send(start: int, values: list[bytes]) -> None:
+            nonlocal in_flight
+            conn.send_command(
+                "EVALSHA", script.sha, 1, self._seq_key, "add", self._prefix,
+                f"{token}:{start}", len(values), *values,
+            )
+            in_flight = True
+
+        def stored(start: int, values: list[bytes]) -> None:
+            """Wait for the part sent from *start*; raise PartlyStored if it failed."""
+            nonlocal in_flight
+            try:
+                try:
+                    conn.read_response()
+                except self._redis.exceptions.NoScriptError:  # the server was restarted
+                    in_flight = False
+                    self.client.script_load(SCRIPT)
+                    send(start, values)
+                    conn.read_response()
+            except self._redis.ResponseError as err:
+                in_flight = False
+                if start and not self.is_transient(err):
+                    raise PartlyStored(start, len(rows)) from err
+                raise
+            in_flight = False
+
+        try:
+            values = self._pack(rows[:_ADD], layout)
+            send(0, values)
+            sent = 0
+            for start in range(_ADD, len(rows), _ADD):
+                try:
+                    following = self._pack(rows[start : start + _ADD], layout)
+                except Exception as err:
+                    stored(sent, values)
+                    raise PartlyStored(start, len(rows)) from err
+                stored(sent, values)
+                values, sent = following, start
+                send(sent, values)
+            stored(sent, values)
+        finally:
+            if in_flight:  # a reply left unread: the connection cannot be reused
+                conn.disconnect()
+            pool.release(conn)
 
     # ----------------------------------------------------------------- plans
     def _ikey(self, name: str, value: Any) -> str:
@@ -587,12 +712,13 @@ class RedisRepo(Repository[ModelT]):
 
     def _walk(
         self, plan: _Plan, *, reverse: bool = False, limit: int | None = None,
-        rows: bool = True,
-    ) -> Iterator[tuple[int, bytes]]:
-        """``(id, value)`` of the candidates the indexes give, in (reversed) insertion order.
+        rows: bool = True, ids: bool = True,
+    ) -> Iterator[tuple[int, list[bytes], list[bytes]]]:
+        """The candidates the indexes give, a page at a time, in (reversed)
+        insertion order: ``(count, ids, stored values)``.
 
-        With ``rows=False`` yields ``(count, b"")`` per page instead (a count of
-        indexed conditions, no rows fetched).
+        Without *ids* the page holds no ids; with ``rows=False`` only its count
+        (a count of indexed conditions, no rows fetched).
         """
         if plan.empty or limit == 0:
             return
@@ -647,48 +773,47 @@ class RedisRepo(Repository[ModelT]):
             for start in range(0, len(found), _CHUNK):
                 chunk = found[start : start + _CHUNK]
                 page = {"ids": chunk, "f": filters, "n": len(chunk), "rows": rows}
-                yield from self._page(page, rows)
+                yield self._parse(self._call("page", _dumps(page)), rows, ids=True)
             return
         cursor: int | None = None
         while True:
             page = {"k": driver, "c": cursor, "r": reverse, "n": want,
-                    "b": max(want, _BUDGET), "f": filters, "rows": rows}
+                    "b": max(want, _BUDGET), "f": filters, "rows": rows, "o": not ids}
             if cursor is None:
                 del page["c"]
             out = self._call("page", _dumps(page))
-            yield from self._parse(out, rows)
+            yield self._parse(out, rows, ids)
             if not out[0]:
                 return
             cursor = int(out[0])
 
-    def _page(self, page: dict[str, Any], rows: bool) -> Iterator[tuple[int, bytes]]:
-        yield from self._parse(self._call("page", _dumps(page)), rows)
-
     @staticmethod
-    def _parse(out: list[Any], rows: bool) -> Iterator[tuple[int, bytes]]:
+    def _parse(
+        out: list[Any], rows: bool, ids: bool
+    ) -> tuple[int, list[bytes], list[bytes]]:
+        """A page script's reply as ``(count, ids, values)``."""
         n = int(out[1])
         if not rows:
-            yield n, b""
-            return
-        ids = out[2 : 2 + n]
-        values = out[2 + n : 2 + 2 * n]
-        for raw_id, value in zip(ids, values, strict=True):
-            if value is not None:
-                yield int(raw_id), value
+            return n, [], []
+        if not ids:
+            return n, [], out[2 : 2 + n]
+        return n, out[2 : 2 + n], out[2 + n : 2 + 2 * n]
+
+    def _tests(self, query: Query, plan: _Plan) -> list[tuple[str, Any]]:
+        """``(field, test)`` of the conditions a fetched row is tested against."""
+        conditions = query.conditions
+        return [(conditions[k][0], conditions[k][1].test) for k in plan.tested]
 
     def _matching(
         self, query: Query, *, reverse: bool = False, limit: int | None = None
     ) -> Iterator[tuple[int, bytes, Row]]:
         """``(id, value, row)`` of every match, in (reversed) insertion order."""
         plan = self._plan(query)
-        conditions = query.conditions
-        tests = [(conditions[k][0], conditions[k][1].test) for k in plan.tested]
+        tests = self._tests(query, plan)
         found = 0
-        walk = self._walk(plan, reverse=reverse, limit=limit)
-        # rows decoded a few hundred at a time (as the pages come), not one by one
-        size = _DECODE if limit is None else max(1, min(limit, _DECODE))
-        while chunk := list(itertools.islice(walk, size)):
-            for (row_id, value), row in zip(chunk, self._views([v for _, v in chunk]),
+        for _, ids, values in self._walk(plan, reverse=reverse, limit=limit):
+            pairs = [(int(i), v) for i, v in zip(ids, values, strict=True) if v is not None]
+            for (row_id, value), row in zip(pairs, self._views([v for _, v in pairs]),
                                             strict=True):
                 if not tests or all(test(row.get(name)) for name, test in tests):
                     yield row_id, value, row
@@ -696,20 +821,37 @@ class RedisRepo(Repository[ModelT]):
                     if limit is not None and found >= limit:
                         return
 
+    def _rows(
+        self, query: Query, *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[Row]:
+        """The rows of every match (no ids, no stored values), a page decoded at once."""
+        plan = self._plan(query)
+        tests = self._tests(query, plan)
+        found = 0
+        for _, _, values in self._walk(plan, reverse=reverse, limit=limit, ids=False):
+            rows = self._views([v for v in values if v is not None])
+            if tests:
+                rows = [row for row in rows if all(test(row.get(n)) for n, test in tests)]
+            if limit is not None:
+                rows = rows[: limit - found]
+                found += len(rows)
+            yield from rows
+            if limit is not None and found >= limit:
+                return
+
     # ------------------------------------------------------------------ reads
     def select_rows(
         self, query: Query, *, limit: int | None = None, reverse: bool = False
     ) -> Iterator[Row]:
         """Stream matching rows (an unsorted, limited read stops early)."""
         if query.order:
-            rows = [row for _, _, row in self._matching(query)]
+            rows = list(self._rows(query))
             sort_rows(rows, query.order, lambda r, n: r.get(n))
             if reverse:
                 rows.reverse()
             yield from rows[:limit] if limit is not None else rows
             return
-        for _, _, row in self._matching(query, reverse=reverse, limit=limit):
-            yield row
+        yield from self._rows(query, reverse=reverse, limit=limit)
 
     def count_rows(self, query: Query) -> int:
         """Count matches: from the indexes alone when they answer every condition."""
@@ -717,7 +859,7 @@ class RedisRepo(Repository[ModelT]):
         if plan.empty:
             return 0
         if plan.residual:
-            return sum(1 for _ in self._matching(query))
+            return sum(1 for _ in self._rows(query))
         groups = plan.groups
         if plan.range is None and len(groups) <= 1:
             spec = {"g": groups}
@@ -728,7 +870,7 @@ class RedisRepo(Repository[ModelT]):
             return int(self._call("sizes", _dumps(spec2))[-1])
         if plan.range is None and all(len(g) == 1 for g in groups):
             return int(self._call("intercard", *(g[0] for g in groups)))
-        return sum(n for n, _ in self._walk(plan, rows=False))
+        return sum(n for n, _, _ in self._walk(plan, rows=False))
 
     # ------------------------------------------------------ deletes, updates
     def _retry_conflicts(

@@ -37,6 +37,7 @@ from tasklog import (
     not_equal,
 )
 from tasklog.repos import open_existing
+from tasklog.repos.base import PartlyStored
 from tasklog.repos.redis_store import RedisRepo
 
 pytestmark = pytest.mark.redis
@@ -218,7 +219,7 @@ class TestQueriesUseIndexes:
 
         def spy(op: str, *args: Any) -> Any:
             out = real(op, *args)
-            rows = (len(out) - 2) // 2 if op == "page" else 0  # values returned
+            rows = int(out[1]) if op == "page" and len(out) > 2 else 0  # values returned
             calls.append((op, rows))
             return out
 
@@ -282,6 +283,78 @@ class TestBatches:
         rrepo.insert_rows(rows)  # the handler's retry: the same list
         rrepo.insert_rows(list(rows))  # a new batch with the same content
         assert (1, 2) == (lost["n"], len(rrepo))
+
+    @staticmethod
+    def _rows(repo: RedisRepo[Any], n: int) -> list[dict[str, Any]]:
+        return [
+            repo.schema.row(MinimalRunRecord(task_name=f"t{i % 3}", action="log",
+                                             created=float(i), run_id=f"r{i}"))
+            for i in range(n)
+        ]
+
+    def test_big_batch_stored_in_parts_once(self, rrepo: RedisRepo[Any],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+        """A batch of more than 1,000 rows goes in parts (each packed while Redis
+        stores the one before); when the reply of a middle part is lost, the
+        retried batch stores every part once, in order."""
+        real = redis.connection.Connection.read_response
+        replies = {"n": 0}
+
+        def lossy(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            out = real(conn, *args, **kwargs)
+            replies["n"] += 1
+            if replies["n"] == 2:  # the second part ran; its reply is lost
+                raise redis.ConnectionError("reply lost")
+            return out
+
+        rows = self._rows(rrepo, 2500)
+        rrepo.create()  # the layout registered: from now on, only the parts are read
+        monkeypatch.setattr(redis.connection.Connection, "read_response", lossy)
+        with pytest.raises(redis.ConnectionError):
+            rrepo.insert_rows(rows)
+        assert 2000 == len(rrepo)
+        rrepo.insert_rows(rows)  # the handler's retry: the same list
+        created = [r.created for r in rrepo.filter_by().all()]
+        assert (list(map(float, range(2500))), 2500) == (created, rrepo.position())
+
+    def test_failing_part_keeps_the_parts_before(self, rrepo: RedisRepo[Any],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+        """When a later part cannot be written, the parts before stay stored,
+        ``PartlyStored`` says how many rows they hold, and a handler stores
+        the rest: only the bad record is lost, none is stored twice."""
+        real = rrepo._pack
+
+        def picky(rows: list[dict[str, Any]], layout: Any) -> list[bytes]:
+            if any(row["run_id"] == "r1500" for row in rows):
+                raise ValueError("cannot pack r1500")
+            return real(rows, layout)
+
+        monkeypatch.setattr(rrepo, "_pack", picky)
+        with pytest.raises(PartlyStored) as info:
+            rrepo.insert_rows(self._rows(rrepo, 2500))
+        assert (1000, 1000, "cannot pack r1500") == (
+            info.value.stored, len(rrepo), str(info.value.__cause__))
+        drop_redis_key(rrepo)
+        handler = RepoHandler(rrepo, mode="buffer", batch_size=5000, errors="ignore")
+        logger = logging.getLogger(f"parts.{uuid.uuid4().hex}")
+        logger.propagate = False
+        logger.addHandler(handler)
+        for i in range(2500):
+            logger.warning("x", extra={"task_name": "t", "action": "log", "run_id": f"r{i}"})
+        handler.flush()
+        ids = [r.run_id for r in rrepo.filter_by().all()]
+        assert ([f"r{i}" for i in range(2500) if i != 1500], 2499, 1) == (
+            ids, handler.counts["stored"], handler.counts["invalid"])
+        handler.close()
+
+    def test_big_batch_after_script_flush(self, rrepo: RedisRepo[Any]) -> None:
+        """A server that lost its scripts (a restart, ``SCRIPT FLUSH``) gets the
+        script again in the middle of a batch sent in parts."""
+        rrepo.insert_rows(self._rows(rrepo, 1500))
+        rrepo.client.script_flush()
+        rrepo.insert_rows(self._rows(rrepo, 2500))
+        created = [r.created for r in rrepo.filter_by().all()]
+        assert [*map(float, range(1500)), *map(float, range(2500))] == created
 
     def test_is_transient(self, rrepo: RedisRepo[Any]) -> None:
         """Connection, timeout, loading, failover and OOM errors are retried; others not."""

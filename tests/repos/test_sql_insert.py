@@ -81,6 +81,6 @@ def test_each_store_declares_a_write_profile(make_repo: RepoFactory, store: str)
         "csv": WriteProfile(batches=True, in_caller=True),
         "sqlite": WriteProfile(batches=True, batch_size=1000),
         "postgresql": WriteProfile(batches=True, batch_size=5000),
-        "redis": WriteProfile(batches=True),
+        "redis": WriteProfile(batches=True, batch_size=5000),
     }[store]
     assert expected == profile
