@@ -32,6 +32,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -489,6 +490,8 @@ class RedisRepo(Repository[ModelT]):
         if len(ids) == 1:  # the usual case: one layout, its times converted column by column
             layout = self._layout_of(int(ids.pop()))
             for i, is_datetime in layout.times_at:
+                if list(map(itemgetter(i), items_list)).count(None) == len(items_list):
+                    continue  # the field is null in every row (as start and end mostly are)
                 for items in items_list:
                     micros = items[i]
                     if micros is not None:
