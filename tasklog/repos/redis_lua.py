@@ -21,7 +21,7 @@ Layout under the prefix ``P`` = ``{key}:`` (one hash tag: one Cluster slot):
 A stored value is ``<layout>|<header length>|<task_name><action><run_id><created
 score><body>``: each of the four header tokens is ``-`` (null or absent), ``?``
 (not indexed) or ``<byte length>:<bytes>``, for this script; the body is a JSON
-array of every field, for Python.
+array of every field, for Python (see :mod:`tasklog.repos.redis_codec`).
 """
 
 from __future__ import annotations

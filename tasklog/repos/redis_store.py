@@ -2,14 +2,17 @@
 
 Every key lives under one hash tag, ``{key}:...``, so the whole store sits in
 one slot of a Redis Cluster and every operation is one Lua script call: atomic
-and one round trip (see :mod:`tasklog.repos.redis_lua` for the layout).
+and one round trip (see :mod:`tasklog.repos.redis_lua` for the keys, and
+:mod:`tasklog.repos.redis_codec` for how a row is stored in one value).
 
-- A batch is one script call that takes ids from a counter, stores the rows in
-  a hash and adds them to the indexes: a sorted set of every id, one per value
-  of ``task_name``, ``action`` and ``run_id`` (scored by id, so ordered by
-  insertion), one of ``created`` (scored by ``created``), and per task the
-  newest record of each run (for ``prune(keep_runs=...)``). A token makes a
-  batch retried after a lost reply count once.
+- Up to 1,000 rows are one script call that takes ids from a counter, stores
+  the rows in a hash and adds them to the indexes: a sorted set of every id,
+  one per value of ``task_name``, ``action`` and ``run_id`` (scored by id, so
+  ordered by insertion), one of ``created`` (scored by ``created``), and per
+  task the newest record of each run (for ``prune(keep_runs=...)``). A bigger
+  batch is several calls on one connection, each packed while Redis runs the
+  one before. A token per call makes a batch retried after a lost reply
+  count once.
 - A query walks the smallest candidate set (an equality or ``in_`` on an
   indexed field, a ``created`` range, or all ids) in insertion order, checks
   the other indexed conditions inside Redis, and tests every condition on the
@@ -24,15 +27,13 @@ and one round trip (see :mod:`tasklog.repos.redis_lua` for the layout).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import threading
 import uuid
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import Enum
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -52,6 +53,7 @@ from ..query import (
 )
 from ..schema import Schema
 from .base import ModelT, PartlyStored, Repository, Row, WriteProfile, plan_prune
+from .redis_codec import INDEXABLE, SLOTS, Layout, decode_many, pack, plain
 from .redis_lua import SCRIPT
 
 if TYPE_CHECKING:
@@ -59,21 +61,12 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisRepo", "parse_redis_url"]
 
-_SLOTS = ("task_name", "action", "run_id")
-_INDEXABLE = ("str", "int")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICRO = timedelta(microseconds=1)
 _PAGE = 500
 _BUDGET = 2000
 _CHUNK = 1000
 _ADD = 1000
 """Rows per script call of a write (a batch of more is sent in parts of this size)."""
 _DEFAULT_URL = "redis://localhost:6379/0"
-_PIECES = 4096
-"""Header texts of indexed values kept per layout and slot (task names and
-actions repeat from record to record)."""
-_loads = json.JSONDecoder().decode
-"""JSON text to values (the stored bodies; without ``json.loads``' set-up per call)."""
 
 
 def parse_redis_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -99,126 +92,6 @@ def parse_redis_url(url: str) -> tuple[str, dict[str, Any]]:
             rest.append((name, value))
     server = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
     return server, options
-
-
-@dataclass
-class _Layout:
-    """How the rows of one set of fields are stored (registered in ``{key}:layouts``)."""
-
-    id: int
-    kinds: dict[str, str]
-    head: tuple[str | None, str | None, str | None]
-    """Per header slot (task_name, action, run_id): the kind stored there, or None."""
-    scored: bool
-    """Whether ``created`` is a number (it gets a score in the ``created`` index)."""
-    body: tuple[str, ...]
-    """Every field, in the order of the body's JSON array."""
-    times: tuple[tuple[str, str], ...]
-    """Body fields stored as integer microseconds: (name, "datetime" | "timedelta")."""
-    times_at: tuple[tuple[int, bool], ...] = ()
-    """Positions in the body of the time fields (True for a datetime)."""
-    jsons_at: tuple[tuple[int, str], ...] = ()
-    """Positions in the body of JSON fields, and their names."""
-    views: dict[int, tuple[bool, tuple[str, ...], dict[str, Any]]] = field(default_factory=dict)
-    pieces: tuple[_Pieces, ...] = field(default_factory=lambda: (_Pieces(), _Pieces(), _Pieces()))
-    """Per header slot: the header text of values written lately (they repeat)."""
-    """Per schema id: (rows need adapting, model fields kept, defaults of missing fields)."""
-
-    @staticmethod
-    def spec(kinds: dict[str, str]) -> str:
-        """The layout's registered text."""
-        return json.dumps({"f": [[n, k] for n, k in kinds.items()]}, separators=(",", ":"))
-
-    @classmethod
-    def build(cls, layout_id: int, kinds: dict[str, str]) -> _Layout:
-        """A layout of fields with these kinds."""
-        head = tuple(
-            kinds[name] if kinds.get(name) in _INDEXABLE else None for name in _SLOTS
-        )
-        body = tuple(kinds)
-        times = tuple(
-            (name, kinds[name]) for name in body if kinds[name] in ("datetime", "timedelta")
-        )
-        return cls(
-            id=layout_id,
-            kinds=dict(kinds),
-            head=head,  # type: ignore[arg-type]
-            scored=kinds.get("created") in ("float", "int"),
-            body=body,
-            times=times,
-            times_at=tuple(
-                (body.index(name), kind == "datetime") for name, kind in times
-            ),
-            jsons_at=tuple(
-                (i, name) for i, name in enumerate(body) if kinds[name] == "json"
-            ),
-        )
-
-
-class _Pieces(dict[Any, str]):
-    """Header tokens of indexed values, made on first use: ``-`` for null, else
-    ``<byte length>:<text>`` (at most ``_PIECES`` kept: task names and actions
-    repeat from record to record, run ids do not)."""
-
-    def __missing__(self, value: Any) -> str:
-        if value is None:
-            return "-"
-        text = _plain(value)
-        if not isinstance(text, str):
-            text = str(int(text))
-        size = len(text) if text.isascii() else len(text.encode("utf-8"))
-        piece = f"{size}:{text}"
-        if len(self) < _PIECES:
-            self[value] = piece
-        return piece
-
-
-def _created_pieces(rows: list[Row], kind: str | None, scored: bool) -> list[str]:
-    """The header's last token per row: ``created`` as a score (``-`` when null or
-    NaN), or ``?`` when it is not a number, or ``-`` when the layout lacks it."""
-    if not scored:
-        return ["-" if kind is None else "?"] * len(rows)
-    values = [row.get("created") for row in rows]
-    if kind == "float" and all(type(v) is float and v == v for v in values):
-        return [f"{len(text)}:{text}" for text in map(repr, values)]
-    pieces = []
-    for value in values:
-        if value is None or value != value:  # None or NaN: no score
-            pieces.append("-")
-        else:
-            text = repr(float(value)) if kind == "float" else str(value)
-            pieces.append(f"{len(text)}:{text}")
-    return pieces
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    msg = f"Cannot store {type(value).__name__} value {value!r}."
-    raise TypeError(msg)
-
-
-def _body_encoder() -> Any:
-    """``encode(body, 0)``: a row's body as compact JSON, in pieces to join. The C
-    encoder is called directly (without ``json.dumps``' set-up on every row);
-    the Python one where there is none."""
-    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
-    if make is None:
-        encoder = json.JSONEncoder(
-            separators=(",", ":"), ensure_ascii=False, default=_json_default
-        )
-        return lambda body, _: [encoder.encode(body)]
-    return make(
-        None, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False,
-        True,
-    )
-
-
-_encode_body = _body_encoder()
 
 
 class RedisRepo(Repository[ModelT]):
@@ -291,9 +164,9 @@ class RedisRepo(Repository[ModelT]):
         self._seq_key = self._prefix + "seq"
         self._script = client.register_script(SCRIPT)
         self._lock = threading.Lock()
-        self._layouts: dict[int, _Layout] = {}
-        self._by_spec: dict[str, _Layout] = {}
-        self._current: tuple[Any, _Layout] | None = None
+        self._layouts: dict[int, Layout] = {}
+        self._by_spec: dict[str, Layout] = {}
+        self._current: tuple[Any, Layout] | None = None
         self._pending: tuple[list[Row], str] | None = None
         if max_size is not None:
             self._call("cap", str(max_size))
@@ -369,7 +242,7 @@ class RedisRepo(Repository[ModelT]):
             raise ValueError(msg)
 
     # -------------------------------------------------------------- layouts
-    def _layout(self) -> _Layout:
+    def _layout(self) -> Layout:
         """The layout rows of the current model are written with."""
         current = self._current
         if current is not None and current[0] is self.schema:
@@ -379,13 +252,13 @@ class RedisRepo(Repository[ModelT]):
         self._current = (self.schema, layout)
         return layout
 
-    def _register(self, kinds: dict[str, str]) -> _Layout:
-        spec = _Layout.spec(kinds)
+    def _register(self, kinds: dict[str, str]) -> Layout:
+        spec = Layout.spec(kinds)
         found = self._by_spec.get(spec)
         if found is not None:
             return found
         layout_id = int(self._call("layout", spec))
-        layout = _Layout.build(layout_id, kinds)
+        layout = Layout.build(layout_id, kinds)
         with self._lock:
             self._layouts[layout_id] = layout
             self._by_spec[spec] = layout
@@ -402,11 +275,11 @@ class RedisRepo(Repository[ModelT]):
                     continue
                 spec = raw_spec.decode("utf-8")
                 kinds = dict(json.loads(spec)["f"])
-                layout = _Layout.build(layout_id, kinds)
+                layout = Layout.build(layout_id, kinds)
                 self._layouts[layout_id] = layout
                 self._by_spec.setdefault(spec, layout)
 
-    def _layout_of(self, layout_id: int) -> _Layout:
+    def _layout_of(self, layout_id: int) -> Layout:
         layout = self._layouts.get(layout_id)
         if layout is None:
             self._load_layouts()
@@ -428,88 +301,14 @@ class RedisRepo(Repository[ModelT]):
         return fields
 
     # ------------------------------------------------------------- encoding
-    def _encode(self, row: Row, layout: _Layout) -> bytes:
-        """One row as stored (see :mod:`tasklog.repos.redis_lua`)."""
-        return self._pack([row], layout)[0]
+    def _pack(self, rows: list[Row], layout: Layout) -> list[bytes]:
+        """The stored values of *rows* (see :mod:`tasklog.repos.redis_codec`)."""
+        return pack(rows, layout, self.schema.fields)
 
-    def _pack(self, rows: list[Row], layout: _Layout) -> list[bytes]:
-        """The stored values of *rows*: the header the script indexes them by, and
-        the body Python reads them from.
-
-        Built a field at a time over the whole batch (``map`` and ``zip`` loop
-        in C), not a row at a time.
-        """
-        kinds = layout.kinds
-        columns: list[list[str]] = []
-        for name, kind, cache in zip(_SLOTS, layout.head, layout.pieces, strict=True):
-            if kind is None:  # "-": the layout lacks the field, "?": not indexed
-                columns.append(["?" if name in kinds else "-"] * len(rows))
-            else:
-                columns.append(list(map(cache.__getitem__, [row.get(name) for row in rows])))
-        columns.append(_created_pieces(rows, kinds.get("created"), layout.scored))
-        headers = list(map("".join, zip(*columns, strict=True)))
-        if "".join(headers).isascii():
-            sizes = list(map(len, headers))
-        else:
-            sizes = [len(header.encode("utf-8")) for header in headers]
-        bodies = [list(map(row.get, layout.body)) for row in rows]
-        if layout.times_at or layout.jsons_at:
-            self._plain_bodies(bodies, layout)
-        texts = map("".join, map(_encode_body, bodies, itertools.repeat(0)))
-        lead = layout.id
-        return [
-            f"{lead}|{size}|{header}{text}".encode()
-            for size, header, text in zip(sizes, headers, texts, strict=True)
-        ]
-
-    def _plain_bodies(self, bodies: list[list[Any]], layout: _Layout) -> None:
-        """Turn times into integer microseconds and JSON fields into JSON values, in place."""
-        infos = self.schema.fields
-        for body in bodies:
-            for i, is_datetime in layout.times_at:
-                value = body[i]
-                if value is not None:
-                    body[i] = (value - _EPOCH) // _MICRO if is_datetime else value // _MICRO
-            for i, name in layout.jsons_at:
-                info = infos.get(name)
-                if body[i] is not None and info is not None:
-                    body[i] = info.adapter.dump_python(body[i], mode="json")
-
-    def _decode(self, value: bytes) -> tuple[_Layout, Row]:
+    def _decode(self, value: bytes) -> tuple[Layout, Row]:
         """The layout of a stored value and every field it holds."""
-        return self._decode_many([value])[0]
-
-    def _decode_many(self, values: list[bytes]) -> list[tuple[_Layout, Row]]:
-        """:meth:`_decode` of several values, their bodies read as one JSON array
-        (and converted a field at a time when they share a layout)."""
-        heads = [value.split(b"|", 2) for value in values]
-        items_list: list[list[Any]] = _loads(
-            (b"[%b]" % b",".join([rest[int(size) :] for _, size, rest in heads])).decode()
-        )
-        ids = {lid for lid, _, _ in heads}
-        if len(ids) == 1:  # the usual case: one layout, its times converted column by column
-            layout = self._layout_of(int(ids.pop()))
-            for i, is_datetime in layout.times_at:
-                if list(map(itemgetter(i), items_list)).count(None) == len(items_list):
-                    continue  # the field is null in every row (as start and end mostly are)
-                for items in items_list:
-                    micros = items[i]
-                    if micros is not None:
-                        delta = timedelta(microseconds=micros)
-                        items[i] = _EPOCH + delta if is_datetime else delta
-            rows: list[Row] = list(map(dict, map(zip, itertools.repeat(layout.body), items_list)))
-            return [(layout, row) for row in rows]
-        found: list[tuple[_Layout, Row]] = []
-        for (lid, _, _), items in zip(heads, items_list, strict=True):
-            layout = self._layout_of(int(lid))
-            row = dict(zip(layout.body, items, strict=True))
-            for name, kind in layout.times:
-                micros = row[name]
-                if micros is not None:
-                    delta = timedelta(microseconds=micros)
-                    row[name] = _EPOCH + delta if kind == "datetime" else delta
-            found.append((layout, row))
-        return found
+        layouts, rows = decode_many([value], self._layout_of)
+        return layouts[0], rows[0]
 
     def _view(self, value: bytes) -> Row:
         """A stored value as a row of the current model (absent fields get defaults)."""
@@ -517,29 +316,28 @@ class RedisRepo(Repository[ModelT]):
 
     def _views(self, values: list[bytes]) -> list[Row]:
         """:meth:`_view` of several values."""
-        key = id(self.schema)
+        layouts, rows = decode_many(values, self._layout_of)
+        if rows and layouts.count(layouts[0]) == len(layouts):  # one layout: one view
+            adapt, kept, defaults = self._view_of(layouts[0])
+            if not adapt:
+                return rows
+            return [{**{name: row[name] for name in kept}, **defaults} for row in rows]
         out: list[Row] = []
-        decoded = self._decode_many(values)
-        if decoded and decoded[0][0] is decoded[-1][0]:
-            view = decoded[0][0].views.get(key)
-            if view is not None and not view[0] and all(
-                layout is decoded[0][0] for layout, _ in decoded
-            ):
-                return [row for _, row in decoded]  # rows of the current model as they are
-        for layout, row in decoded:
-            view = layout.views.get(key)
-            if view is None:
-                view = layout.views[key] = self._view_of(layout)
-            adapt, kept, defaults = view
-            if adapt:
-                row = {name: row[name] for name in kept}
-                row.update(defaults)
-            out.append(row)
+        for layout, row in zip(layouts, rows, strict=True):
+            adapt, kept, defaults = self._view_of(layout)
+            out.append({**{name: row[name] for name in kept}, **defaults} if adapt else row)
         return out
 
-    def _view_of(self, layout: _Layout) -> tuple[bool, tuple[str, ...], dict[str, Any]]:
+    def _view_of(self, layout: Layout) -> tuple[bool, tuple[str, ...], dict[str, Any]]:
         """How rows of *layout* become rows of the current model: whether they
-        need adapting, the model's fields they hold, the defaults of the rest."""
+        need adapting, the model's fields they hold, the defaults of the rest
+        (kept with the layout, per model)."""
+        view = layout.views.get(id(self.schema))
+        if view is None:
+            view = layout.views[id(self.schema)] = self._new_view(layout)
+        return view
+
+    def _new_view(self, layout: Layout) -> tuple[bool, tuple[str, ...], dict[str, Any]]:
         names = self.schema.names
         same = tuple(layout.kinds) == names
         defaults: dict[str, Any] = {}
@@ -579,7 +377,7 @@ class RedisRepo(Repository[ModelT]):
             raise
         self._pending = None
 
-    def _add_overlapped(self, rows: list[Row], layout: _Layout, token: str) -> None:
+    def _add_overlapped(self, rows: list[Row], layout: Layout, token: str) -> None:
         """Store *rows* in parts of ``_ADD``, packing each part while Redis stores
         the one before (one connection; a part is sent once the one before is
         stored, so what is stored is always the first parts)."""
@@ -655,7 +453,7 @@ class RedisRepo(Repository[ModelT]):
         pairs: list[list[Any] | None] = [None, None]
         for position, (name, op) in enumerate(query.conditions):
             info = self.schema.fields[name]
-            if name in _SLOTS and info.kind in _INDEXABLE:
+            if name in SLOTS and info.kind in INDEXABLE:
                 values: list[Any] | None = None
                 if type(op) is Equal:
                     values = [op.value]
@@ -701,8 +499,8 @@ class RedisRepo(Repository[ModelT]):
             return
         keys = [
             f"{self._prefix}p:{len(t.encode('utf-8'))}:{t}:{a}"
-            for t in dict.fromkeys(str(_plain(t)) for t in tasks)
-            for a in dict.fromkeys(str(_plain(a)) for a in actions)
+            for t in dict.fromkeys(str(plain(t)) for t in tasks)
+            for a in dict.fromkeys(str(plain(a)) for a in actions)
         ]
         task_keys = [self._ikey("task_name", t) for t in tasks]
         action_keys = [self._ikey("action", a) for a in actions]
@@ -919,7 +717,7 @@ class RedisRepo(Repository[ModelT]):
             if name not in kinds:
                 kinds[name] = self.schema.fields[name].kind
         target = layout if kinds == layout.kinds else self._register(kinds)
-        return (sha, self._encode(stored, target))
+        return (sha, self._pack([stored], target)[0])
 
     def delete_rows(self, query: Query) -> int:
         """Delete matches (each row only if unchanged since it was read; else re-checked)."""
@@ -947,7 +745,7 @@ class RedisRepo(Repository[ModelT]):
             return len(self._prune_plan(keep_runs, cutoff, task_name)[1])
         fields = self.schema.fields
         indexed = all(
-            fields[name].kind in _INDEXABLE for name in _SLOTS if name in fields
+            fields[name].kind in INDEXABLE for name in SLOTS if name in fields
         ) and (cutoff is None or ("created" in fields and fields["created"].kind == "float"))
         if not indexed:
             return self._prune_scan(keep_runs, cutoff, task_name)
@@ -997,7 +795,7 @@ class RedisRepo(Repository[ModelT]):
     def latest_per_task_rows(self) -> list[Row] | None:
         """The newest row of each task: the top of each task's index, one call."""
         info = self.schema.fields.get("task_name")
-        if info is None or info.kind not in _INDEXABLE:
+        if info is None or info.kind not in INDEXABLE:
             return None
         return [self._view(value) for value in self._call("latest") if value is not None]
 
@@ -1080,10 +878,6 @@ def _bounds(op: Operator) -> tuple[float, float, bool] | None:
     if type(op) is Between:
         return float(op.low), float(op.high), True
     return None
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, Enum) else value
 
 
 def _score(value: float) -> str:
