@@ -6,8 +6,10 @@ A stored value is ``<layout>|<header length>|<header><body>``:
   written with, registered under the key (``{key}:layouts``), so rows of an
   older model stay readable;
 - the *header* holds what the Lua script indexes a row by, ``task_name``,
-  ``action``, ``run_id`` and ``created``, each ``-`` (null or absent), ``?``
-  (not indexed) or ``<byte length>:<text>``;
+  ``action``, ``run_id`` and ``created`` (as its score's text), each a flag
+  byte (0 a value, 1 null or absent, 2 not indexed), its length as 4 bytes
+  big-endian, and its bytes: the script reads all four with one
+  ``struct.unpack``;
 - the *body* is a JSON array of every field, for Python; datetimes and
   timedeltas as integer microseconds.
 
@@ -48,19 +50,28 @@ def plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
-class _Pieces(dict[Any, str]):
-    """Header tokens of indexed values, made on first use: ``-`` for null, else
-    ``<byte length>:<text>`` (at most ``_PIECES`` kept: task names and actions
-    repeat from record to record, run ids do not)."""
+_NULL = b"\x01\x00\x00\x00\x00"
+"""The header token of a null (or absent) value."""
+_UNINDEXED = b"\x02\x00\x00\x00\x00"
+"""The header token of a value of a kind that is not indexed."""
 
-    def __missing__(self, value: Any) -> str:
+
+def _token(text: bytes) -> bytes:
+    """The header token of a value: flag 0, its length, its bytes."""
+    return b"\x00%b%b" % (len(text).to_bytes(4, "big"), text)
+
+
+class _Pieces(dict[Any, bytes]):
+    """Header tokens of indexed values, made on first use (at most ``_PIECES``
+    kept: task names and actions repeat from record to record, run ids do not)."""
+
+    def __missing__(self, value: Any) -> bytes:
         if value is None:
-            return "-"
+            return _NULL
         text = plain(value)
         if not isinstance(text, str):
             text = str(int(text))
-        size = len(text) if text.isascii() else len(text.encode("utf-8"))
-        piece = f"{size}:{text}"
+        piece = _token(text.encode("utf-8"))
         if len(self) < _PIECES:
             self[value] = piece
         return piece
@@ -119,44 +130,41 @@ def pack(rows: list[Row], layout: Layout, fields: Mapping[str, FieldInfo]) -> li
     """The stored values of *rows* written with *layout* (*fields*: the model's,
     for JSON fields)."""
     kinds = layout.kinds
-    columns: list[list[str]] = []
+    columns: list[list[bytes]] = []
     for name, kind, cache in zip(SLOTS, layout.head, layout.pieces, strict=True):
-        if kind is None:  # "-": the layout lacks the field, "?": not indexed
-            columns.append(["?" if name in kinds else "-"] * len(rows))
+        if kind is None:  # the layout lacks the field (null), or its kind is not indexed
+            columns.append([_UNINDEXED if name in kinds else _NULL] * len(rows))
         else:
             columns.append(list(map(cache.__getitem__, [row.get(name) for row in rows])))
     columns.append(_created_pieces(rows, kinds.get("created"), layout.scored))
-    headers = list(map("".join, zip(*columns, strict=True)))
-    if "".join(headers).isascii():
-        sizes = list(map(len, headers))
-    else:
-        sizes = [len(header.encode("utf-8")) for header in headers]
+    headers = map(b"".join, zip(*columns, strict=True))
     bodies = [list(map(row.get, layout.body)) for row in rows]
     if layout.times_at or layout.jsons_at:
         _plain_bodies(bodies, layout, fields)
-    texts = map("".join, map(_encode_body, bodies, itertools.repeat(0)))
+    texts = map(str.encode, map("".join, map(_encode_body, bodies, itertools.repeat(0))))
     lead = layout.id
     return [
-        f"{lead}|{size}|{header}{text}".encode()
-        for size, header, text in zip(sizes, headers, texts, strict=True)
+        b"%d|%d|%b%b" % (lead, len(header), header, text)
+        for header, text in zip(headers, texts, strict=True)
     ]
 
 
-def _created_pieces(rows: list[Row], kind: str | None, scored: bool) -> list[str]:
-    """The header's last token per row: ``created`` as a score (``-`` when null or
-    NaN), or ``?`` when it is not a number, or ``-`` when the layout lacks it."""
+def _created_pieces(rows: list[Row], kind: str | None, scored: bool) -> list[bytes]:
+    """The header's last token per row: ``created`` as a score's text (null when
+    None or NaN), not indexed when it is not a number, null when the layout
+    lacks it."""
     if not scored:
-        return ["-" if kind is None else "?"] * len(rows)
+        return [_NULL if kind is None else _UNINDEXED] * len(rows)
     values = [row.get("created") for row in rows]
     if kind == "float" and all(type(v) is float and v == v for v in values):
-        return [f"{len(text)}:{text}" for text in map(repr, values)]
+        return list(map(_token, map(str.encode, map(repr, values))))
     pieces = []
     for value in values:
         if value is None or value != value:  # None or NaN: no score
-            pieces.append("-")
+            pieces.append(_NULL)
         else:
             text = repr(float(value)) if kind == "float" else str(value)
-            pieces.append(f"{len(text)}:{text}")
+            pieces.append(_token(text.encode()))
     return pieces
 
 

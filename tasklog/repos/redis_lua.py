@@ -19,9 +19,10 @@ Layout under the prefix ``P`` = ``{key}:`` (one hash tag: one Cluster slot):
   ``P meta`` hash (``max_size``, layout counter); ``P layouts`` hash id -> layout.
 
 A stored value is ``<layout>|<header length>|<task_name><action><run_id><created
-score><body>``: each of the four header tokens is ``-`` (null or absent), ``?``
-(not indexed) or ``<byte length>:<bytes>``, for this script; the body is a JSON
-array of every field, for Python (see :mod:`tasklog.repos.redis_codec`).
+score><body>``: each of the four header tokens is a flag byte (0 a value, 1
+null or absent, 2 not indexed), a 4-byte length and the bytes, for this script
+(one ``struct.unpack``); the body is a JSON array of every field, for Python
+(see :mod:`tasklog.repos.redis_codec`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ local SLOTS = {"task_name", "action", "run_id"}
 local LISTED = {task_name = true, action = true}
 local VKEYS = {P .. "v:task_name", P .. "v:action"}
 local CHUNK = 1000
+-- a stored value's header: per slot a flag byte (0 a value, 1 null, 2 not indexed),
+-- the value's length (4 bytes, big-endian) and its bytes
+local HEAD = ">BI4c0BI4c0BI4c0BI4c0"
 
 local function num(s)
   if s == "inf" or s == "+inf" then return math.huge end
@@ -80,29 +84,14 @@ end
 -- the created score (or nil) and, when *text* is asked for, the header text
 local function header(v, text)
   local pos = string.match(v, "^%d+|%d+|()")
+  local f1, s1, f2, s2, f3, s3, f4, s4, after = struct.unpack(HEAD, v, pos)
   local vals = {}
+  if f1 == 0 then vals[1] = s1 elseif f1 == 1 then vals[1] = false end
+  if f2 == 0 then vals[2] = s2 elseif f2 == 1 then vals[2] = false end
+  if f3 == 0 then vals[3] = s3 elseif f3 == 1 then vals[3] = false end
   local score = nil
-  for slot = 1, 4 do
-    local c = string.byte(v, pos)
-    local value
-    if c == 45 then  -- "-"
-      value = false
-      pos = pos + 1
-    elseif c == 63 then  -- "?"
-      value = nil
-      pos = pos + 1
-    else
-      local n, at = string.match(v, "^(%d+):()", pos)
-      pos = at + n
-      value = string.sub(v, at, pos - 1)
-    end
-    if slot == 4 then
-      if value then score = value end
-    else
-      vals[slot] = value
-    end
-  end
-  if text then return vals, score, string.sub(v, 1, pos - 1) end
+  if f4 == 0 then score = s4 end
+  if text then return vals, score, string.sub(v, 1, after - 1) end
   return vals, score
 end
 
