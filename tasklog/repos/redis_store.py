@@ -353,8 +353,9 @@ class RedisRepo(Repository[ModelT]):
         """Store *rows*: up to 1,000 as one script call, atomic; more as one call
         per 1,000, each packed while Redis runs the one before.
 
-        A batch whose reply was lost (the connection dropped) and that the
-        handler retries carries the same tokens, so each part is stored once.
+        A batch that failed for a passing reason (a lost connection, Redis
+        out of memory or loading) and that the handler retries carries the
+        same tokens, so each part is stored once.
 
         Raises:
             PartlyStored: the first parts were stored, a later one failed (not
@@ -366,16 +367,31 @@ class RedisRepo(Repository[ModelT]):
         pending = self._pending
         token = pending[1] if pending is not None and pending[0] is rows else uuid.uuid4().hex
         try:
-            if len(rows) <= _ADD or not isinstance(self.client, self._redis.Redis):
-                for start in range(0, len(rows), _ADD):
-                    values = self._pack(rows[start : start + _ADD], layout)
-                    self._call("add", f"{token}:{start}", len(values), *values)
-            else:
+            if len(rows) > _ADD and self._overlaps():
                 self._add_overlapped(rows, layout, token)
-        except (self._redis.ConnectionError, self._redis.TimeoutError):
-            self._pending = (rows, token)
+            else:
+                self._add_in_turn(rows, layout, token)
+        except Exception as err:
+            if self.is_transient(err):  # the handler retries this very list
+                self._pending = (rows, token)
             raise
         self._pending = None
+
+    def _overlaps(self) -> bool:
+        """Whether parts can be sent on one connection of the client's pool (not
+        on a Cluster client: there each part is sent in turn)."""
+        return isinstance(self.client, self._redis.Redis)
+
+    def _add_in_turn(self, rows: list[Row], layout: Layout, token: str) -> None:
+        """Store *rows* in parts of ``_ADD``, one script call after the other."""
+        for start in range(0, len(rows), _ADD):
+            try:
+                values = self._pack(rows[start : start + _ADD], layout)
+                self._call("add", f"{token}:{start}", len(values), *values)
+            except Exception as err:
+                if start and not self.is_transient(err):
+                    raise PartlyStored(start, len(rows)) from err
+                raise
 
     def _add_overlapped(self, rows: list[Row], layout: Layout, token: str) -> None:
         """Store *rows* in parts of ``_ADD``, packing each part while Redis stores

@@ -292,36 +292,46 @@ class TestBatches:
             for i in range(n)
         ]
 
+    @pytest.mark.parametrize("error", [redis.ConnectionError("reply lost"),
+                                       redis.ResponseError("OOM command not allowed")],
+                             ids=["lost", "oom"])
     def test_big_batch_stored_in_parts_once(self, rrepo: RedisRepo[Any],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            error: Exception) -> None:
         """A batch of more than 1,000 rows goes in parts (each packed while Redis
-        stores the one before); when the reply of a middle part is lost, the
-        retried batch stores every part once, in order."""
+        stores the one before); when a middle part fails for a passing reason
+        (its reply lost, Redis out of memory), the retried batch stores every
+        part once, in order."""
         real = redis.connection.Connection.read_response
         replies = {"n": 0}
 
         def lossy(conn: Any, *args: Any, **kwargs: Any) -> Any:
             out = real(conn, *args, **kwargs)
             replies["n"] += 1
-            if replies["n"] == 2:  # the second part ran; its reply is lost
-                raise redis.ConnectionError("reply lost")
+            if replies["n"] == 2:  # the second part ran; the caller sees it fail
+                raise error
             return out
 
         rows = self._rows(rrepo, 2500)
         rrepo.create()  # the layout registered: from now on, only the parts are read
         monkeypatch.setattr(redis.connection.Connection, "read_response", lossy)
-        with pytest.raises(redis.ConnectionError):
+        with pytest.raises(type(error)):
             rrepo.insert_rows(rows)
         assert 2000 == len(rrepo)
         rrepo.insert_rows(rows)  # the handler's retry: the same list
         created = [r.created for r in rrepo.filter_by().all()]
         assert (list(map(float, range(2500))), 2500) == (created, rrepo.position())
 
+    @pytest.mark.parametrize("overlapped", [True, False], ids=["overlapped", "in_turn"])
     def test_failing_part_keeps_the_parts_before(self, rrepo: RedisRepo[Any],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 overlapped: bool) -> None:
         """When a later part cannot be written, the parts before stay stored,
         ``PartlyStored`` says how many rows they hold, and a handler stores
-        the rest: only the bad record is lost, none is stored twice."""
+        the rest: only the bad record is lost, none is stored twice (parts
+        packed while Redis stores the one before, or sent in turn as on a
+        Cluster client)."""
+        monkeypatch.setattr(rrepo, "_overlaps", lambda: overlapped)
         real = rrepo._pack
 
         def picky(rows: list[dict[str, Any]], layout: Any) -> list[bytes]:
