@@ -1,7 +1,7 @@
 """Reads about runs as history grows (SPEC §4 targets; issue 10 item 4).
 
-    python tests/benchmarks/runs_reads.py [N ...] [--stores memory,sqlite,postgresql] [--pg URL]
-        [--plot FILE.png]
+    python tests/benchmarks/runs_reads.py [N ...] [--stores memory,sqlite,postgresql,redis]
+        [--pg URL] [--plot FILE.png]
 
 For each history size N (default 10,000 and 100,000 records) and store, writes
 N TaskRunRecords — 4 per run (``run``, two ``log``, a closing action; 50 tasks,
@@ -14,7 +14,9 @@ task, by outcome ``fail`` and by ``running``, ``get_run``, the CLI's ``tasks``
 nothing is marked: open runs are on another host), and of a read right after
 1,000 more records were written (what a polling reader pays to fold new
 records into a runs index). Runs from a clone alone:
-``postgresql`` without ``--pg`` starts a throwaway server (tests/_postgres.py).
+``postgresql`` without ``--pg`` starts a throwaway server (tests/_postgres.py),
+``redis`` a throwaway ``redis-server`` (tests/_redis.py; Redis has no runs
+index: its reads take the generic path over its sorted-set indexes).
 ``--plot`` draws each read's time against the history size (needs the
 ``bench`` extra, matplotlib).
 """
@@ -139,11 +141,18 @@ def main(argv: list[str]) -> None:
         server = PostgresServer()
         server.start()
         pg = server.url
+    redis_server = None
+    if "redis" in stores:
+        from _redis import RedisServer
+
+        redis_server = RedisServer().start()
     try:
-        results = run(sizes, stores, pg)
+        results = run(sizes, stores, pg, redis_server.url if redis_server else None)
     finally:
         if server is not None:
             server.stop()
+        if redis_server is not None:
+            redis_server.stop()
     print_table(results)
     if plot_to:
         draw(results, plot_to)
@@ -152,7 +161,7 @@ def main(argv: list[str]) -> None:
 Results = dict[tuple[str, int], dict[str, float]]
 
 
-def run(sizes: list[int], stores: list[str], pg: str | None) -> Results:
+def run(sizes: list[int], stores: list[str], pg: str | None, redis: str | None = None) -> Results:
     """Write and measure each store at each size."""
     tmp = Path(tempfile.mkdtemp(prefix="tasklog-runs-"))
     results: dict[tuple[str, int], dict[str, float]] = {}
@@ -164,6 +173,8 @@ def run(sizes: list[int], stores: list[str], pg: str | None) -> Results:
                 url = f"sqlite:///{tmp / f'runs_{n}.db'}"
             elif store == "postgresql" and pg:
                 url = f"{pg}?table=runs_{n}_{int(time.time())}"
+            elif store == "redis" and redis:
+                url = f"{redis}?key=runs_{n}_{int(time.time())}"
             else:
                 continue
             repo = tasklog.open_repo(url, model=tasklog.TaskRunRecord)
