@@ -277,20 +277,24 @@ local function enforce_cap()
 end
 
 if op == "add" then
-  -- ARGV[3]: the batch's token; then n and the n stored values. Each row's index
-  -- entries come from its value's header (as an update's do), grouped per key
-  -- so that each sorted set gets one ZADD per batch.
-  local token = ARGV[3]
+  -- ARGV[3]: the call's token; ARGV[4]: the token of the call it must follow
+  -- ("" for none); then n and the n stored values. Returns {first id - 1, n},
+  -- {-1, 0} when the token was stored already (a retry), {-2, 0} when the call
+  -- before was not stored (so what a batch leaves is always its first parts).
+  -- Each row's index entries come from its value's header (as an update's do),
+  -- grouped per key so that each sorted set gets one ZADD per call.
+  local token, after = ARGV[3], ARGV[4]
   local TOK = P .. "tok"
   if redis.call("ZSCORE", TOK, token) then return {-1, 0} end
-  local n = tonumber(ARGV[4])
+  if after ~= "" and not redis.call("ZSCORE", TOK, after) then return {-2, 0} end
+  local n = tonumber(ARGV[5])
   local last = redis.call("INCRBY", KEYS[1], n)
   local base = last - n
   local hset, idz = {}, {}
   local g = new_groups()
   for i = 1, n do
     local id = string.format("%d", base + i)
-    local v = ARGV[4 + i]
+    local v = ARGV[5 + i]
     hset[2 * i - 1] = id
     hset[2 * i] = v
     idz[2 * i - 1] = id

@@ -10,9 +10,9 @@ and one round trip (see :mod:`tasklog.repos.redis_lua` for the keys, and
   one per value of ``task_name``, ``action`` and ``run_id`` (scored by id, so
   ordered by insertion), one of ``created`` (scored by ``created``), and per
   task the newest record of each run (for ``prune(keep_runs=...)``). A bigger
-  batch is several calls on one connection, each packed while Redis runs the
-  one before. A token per call makes a batch retried after a lost reply
-  count once.
+  batch is several calls on one connection, each packed and sent while Redis
+  runs the one before, and stored only if that one was. A token per call
+  makes a batch retried after a lost reply count once.
 - A query walks the smallest candidate set (an equality or ``in_`` on an
   indexed field, a ``created`` range, or all ids) in insertion order, checks
   the other indexed conditions inside Redis, and tests every condition on the
@@ -30,6 +30,7 @@ import hashlib
 import json
 import threading
 import uuid
+from collections import deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -351,15 +352,16 @@ class RedisRepo(Repository[ModelT]):
     # ---------------------------------------------------------------- writes
     def insert_rows(self, rows: list[Row]) -> None:
         """Store *rows*: up to 1,000 as one script call, atomic; more as one call
-        per 1,000, each packed while Redis runs the one before.
+        per 1,000, each packed and sent while Redis stores the one before.
 
-        A batch that failed for a passing reason (a lost connection, Redis
-        out of memory or loading) and that the handler retries carries the
-        same tokens, so each part is stored once.
+        Each call is stored only if the call before was, so a batch leaves its
+        first parts. A batch that failed for a passing reason (a lost
+        connection, Redis out of memory or loading) and that the handler
+        retries carries the same tokens, so each part is stored once.
 
         Raises:
-            PartlyStored: the first parts were stored, a later one failed (not
-                for a lost connection: a retry of the whole batch is then safe).
+            PartlyStored: the first parts were stored, a later one failed for
+                another reason.
         """
         if not rows:
             return
@@ -368,7 +370,10 @@ class RedisRepo(Repository[ModelT]):
         token = pending[1] if pending is not None and pending[0] is rows else uuid.uuid4().hex
         try:
             if len(rows) > _ADD and self._overlaps():
-                self._add_overlapped(rows, layout, token)
+                try:
+                    self._add_overlapped(rows, layout, token)
+                except self._redis.exceptions.NoScriptError:  # the server lost its scripts
+                    self._add_in_turn(rows, layout, token)  # (a call loads it again)
             else:
                 self._add_in_turn(rows, layout, token)
         except Exception as err:
@@ -382,73 +387,78 @@ class RedisRepo(Repository[ModelT]):
         on a Cluster client: there each part is sent in turn)."""
         return isinstance(self.client, self._redis.Redis)
 
+    def _part_args(self, token: str, start: int, values: list[bytes]) -> list[Any]:
+        """The add script's arguments for the part of a batch from *start*."""
+        after = f"{token}:{start - _ADD}" if start else ""
+        return ["add", self._prefix, f"{token}:{start}", after, len(values), *values]
+
+    def _part_stored(self, reply: list[Any], start: int, total: int) -> None:
+        """Raise PartlyStored if the part from *start* was not stored because the
+        part before was not (its token gone: not seen in practice)."""
+        if int(reply[0]) == -2:
+            raise PartlyStored(start, total)
+
     def _add_in_turn(self, rows: list[Row], layout: Layout, token: str) -> None:
         """Store *rows* in parts of ``_ADD``, one script call after the other."""
         for start in range(0, len(rows), _ADD):
             try:
                 values = self._pack(rows[start : start + _ADD], layout)
-                self._call("add", f"{token}:{start}", len(values), *values)
+                reply = self._script(
+                    keys=[self._seq_key], args=self._part_args(token, start, values)
+                )
             except Exception as err:
                 if start and not self.is_transient(err):
                     raise PartlyStored(start, len(rows)) from err
                 raise
+            self._part_stored(reply, start, len(rows))
 
     def _add_overlapped(self, rows: list[Row], layout: Layout, token: str) -> None:
-        """Store *rows* in parts of ``_ADD``, packing each part while Redis stores
-        the one before (one connection; a part is sent once the one before is
-        stored, so what is stored is always the first parts)."""
+        """Store *rows* in parts of ``_ADD`` on one connection: each part is packed
+        and sent while Redis stores the one before, so Redis always has the
+        next part waiting (two in flight at most)."""
         pool = self.client.connection_pool
         conn: Any
         try:
             conn = pool.get_connection()
         except TypeError:  # redis-py before 5.3 wants a command name
             conn = pool.get_connection("EVALSHA")
-        script = self._script
-        in_flight = False
+        sent: deque[int] = deque()
+        """Where the parts whose replies are unread start."""
 
         def send(start: int, values: list[bytes]) -> None:
-            nonlocal in_flight
-            conn.send_command(
-                "EVALSHA", script.sha, 1, self._seq_key, "add", self._prefix,
-                f"{token}:{start}", len(values), *values,
-            )
-            in_flight = True
+            args = self._part_args(token, start, values)
+            conn.send_command("EVALSHA", self._script.sha, 1, self._seq_key, *args)
+            sent.append(start)
 
-        def stored(start: int, values: list[bytes]) -> None:
-            """Wait for the part sent from *start*; raise PartlyStored if it failed."""
-            nonlocal in_flight
+        def settle() -> None:
+            """Read the reply of the oldest part in flight."""
+            start = sent.popleft()
             try:
-                try:
-                    conn.read_response()
-                except self._redis.exceptions.NoScriptError:  # the server was restarted
-                    in_flight = False
-                    self.client.script_load(SCRIPT)
-                    send(start, values)
-                    conn.read_response()
+                reply = conn.read_response()
+            except self._redis.exceptions.NoScriptError:
+                raise
             except self._redis.ResponseError as err:
-                in_flight = False
                 if start and not self.is_transient(err):
                     raise PartlyStored(start, len(rows)) from err
                 raise
-            in_flight = False
+            self._part_stored(reply, start, len(rows))
 
         try:
-            values = self._pack(rows[:_ADD], layout)
-            send(0, values)
-            sent = 0
+            send(0, self._pack(rows[:_ADD], layout))
             for start in range(_ADD, len(rows), _ADD):
                 try:
-                    following = self._pack(rows[start : start + _ADD], layout)
+                    values = self._pack(rows[start : start + _ADD], layout)
                 except Exception as err:
-                    stored(sent, values)
+                    while sent:
+                        settle()
                     raise PartlyStored(start, len(rows)) from err
-                stored(sent, values)
-                values, sent = following, start
-                send(sent, values)
-            stored(sent, values)
+                send(start, values)
+                settle()  # the part before
+            while sent:
+                settle()
         finally:
-            if in_flight:  # a reply left unread: the connection cannot be reused
-                conn.disconnect()
+            if sent:  # replies left unread: the connection cannot be reused (a part
+                conn.disconnect()  # still in flight is not stored: its part before failed)
             pool.release(conn)
 
     # ----------------------------------------------------------------- plans

@@ -317,7 +317,7 @@ class TestBatches:
         monkeypatch.setattr(redis.connection.Connection, "read_response", lossy)
         with pytest.raises(type(error)):
             rrepo.insert_rows(rows)
-        assert 2000 == len(rrepo)
+        assert 2500 == len(rrepo)  # the third part was in flight, after a stored one
         rrepo.insert_rows(rows)  # the handler's retry: the same list
         created = [r.created for r in rrepo.filter_by().all()]
         assert (list(map(float, range(2500))), 2500) == (created, rrepo.position())
@@ -356,6 +356,27 @@ class TestBatches:
         assert ([f"r{i}" for i in range(2500) if i != 1500], 2499, 1) == (
             ids, handler.counts["stored"], handler.counts["invalid"])
         handler.close()
+
+    def test_part_after_a_refused_part_is_not_stored(
+        self, rrepo: RedisRepo[Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The part sent while Redis refuses the one before it is not stored
+        (the script checks the token of the part before): the batch leaves its
+        first part only, and PartlyStored says so."""
+        real = rrepo._pack
+
+        def broken(rows: list[dict[str, Any]], layout: Any) -> list[bytes]:
+            values = real(rows, layout)
+            if rows[0]["run_id"] == "r1000":  # the second part: a header Lua cannot read
+                values[0] = b"1|3|" + b"\x00" * 3 + b"[]"
+            return values
+
+        monkeypatch.setattr(rrepo, "_pack", broken)
+        with pytest.raises(PartlyStored) as info:
+            rrepo.insert_rows(self._rows(rrepo, 3000))
+        runs = [r.run_id for r in rrepo.filter_by().all()]
+        assert (1000, [f"r{i}" for i in range(1000)]) == (info.value.stored, runs)
+        check_indexes(rrepo)
 
     def test_big_batch_after_script_flush(self, rrepo: RedisRepo[Any]) -> None:
         """A server that lost its scripts (a restart, ``SCRIPT FLUSH``) gets the
