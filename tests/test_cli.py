@@ -25,6 +25,7 @@ from typer.testing import CliRunner, Result
 
 from tasklog import MinimalRecord, MinimalRunRecord, SQLRepo, TaskRunRecord, open_repo
 from tasklog.cli import app, format_record, parse_duration, resolve_repo
+from tasklog.cli.render import rate_text
 
 BASE = 1_709_553_600.0
 """2024-03-04 12:00:00 UTC."""
@@ -424,8 +425,15 @@ class TestStats:
         result = run(runner, "--repo", url, "stats")
         assert 0 == result.exit_code
         alpha = next(r for r in result.stdout.splitlines() if "alpha" in r)
-        assert "50%" in alpha
+        assert "50.0%" in alpha
         assert any("total" in r for r in result.stdout.splitlines())
+
+    def test_rate_never_rounds_to_all_or_nothing(self) -> None:
+        """A success rate shows one decimal, and is not shown as 100 % while a
+        run failed (nor 0 % while one succeeded)."""
+        assert (["99.6%", "99.9%", "100.0%", "0.1%", "0.0%", "50.0%", ""]
+                == [rate_text(r) for r in (1494 / 1500, 9999 / 10000, 1.0, 1 / 10000,
+                                          0.0, 0.5, None)])
 
     def test_bad_since(self, runner: CliRunner, url: str) -> None:
         """--since banana: one line, exit 2."""

@@ -206,6 +206,19 @@ def crash_table(candidates: list[tuple[Any, float, str]], title: str) -> Table:
     return table
 
 
+def rate_text(rate: float | None) -> str:
+    """A success rate to one decimal, never shown as 100 % (or 0 %) when it is
+    not: 1,494 successes of 1,500 runs are 99.6 %, and 9,999 of 10,000 99.9 %."""
+    if rate is None:
+        return ""
+    text = f"{rate:.1%}"
+    if rate < 1 and text == "100.0%":
+        return "99.9%"
+    if rate > 0 and text == "0.0%":
+        return "0.1%"
+    return text
+
+
 def stats_table(result: Any, title: str = "Statistics") -> Table:
     """A :class:`~tasklog.Stats`: one row a task, then the total."""
     table = Table("Task", title=title)
@@ -226,7 +239,7 @@ def stats_table(result: Any, title: str = "Statistics") -> Table:
             str(figures.successes),
             str(figures.failures),
             str(figures.other),
-            "" if rate is None else f"{rate:.0%}",
+            rate_text(rate),
             _duration_text(figures.mean_runtime),
             _duration_text(figures.p95_runtime),
             _duration_text(figures.max_runtime),
