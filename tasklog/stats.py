@@ -15,7 +15,7 @@ from .history import mark_crashed, run_figures
 from .repos import Repository
 from .repos.base import Row, cutoff_timestamp
 
-__all__ = ["Stats", "TaskStats", "mark_crashed", "stats"]
+__all__ = ["Stats", "TaskStats", "mark_crashed", "stats", "task_stats"]
 
 _DIGITS = 6
 """Runtimes are reported to the microsecond, so every store gives the same figures."""
@@ -119,5 +119,17 @@ def stats(
     """
     start = cutoff_timestamp(since)
     per_task, total = run_figures(repo, task_name=task_name, since=start)
-    tasks = {str(row["task_name"]): TaskStats.from_row(row) for row in per_task}
-    return Stats(tasks=tasks, total=TaskStats.from_row(total))
+    return Stats(tasks=_by_task(per_task), total=TaskStats.from_row(total))
+
+
+def task_stats(
+    repo: Repository[Any], *, since: timedelta | datetime | float | None = None
+) -> dict[str, TaskStats]:
+    """``stats(repo, since=since).tasks``, without reading the total's
+    percentiles (a page of tasks does not show them)."""
+    per_task, _ = run_figures(repo, since=cutoff_timestamp(since), with_total=False)
+    return _by_task(per_task)
+
+
+def _by_task(per_task: list[dict[str, Any]]) -> dict[str, TaskStats]:
+    return {str(row["task_name"]): TaskStats.from_row(row) for row in per_task}

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..repos import Repository
-from ..stats import mark_crashed, stats
+from ..stats import mark_crashed, stats, task_stats
 from . import _executions, _read
 from ._auth import BasicAuth, parse_credentials
 from ._events import Feed
@@ -124,18 +124,18 @@ def api_overview(request: Request, repo: Repository[Any]) -> Response:
     params = Params(request.query_params, ("since", "runs"))
     since = params.moment("since")
     n = params.integer("runs", 20, low=1, high=100)
-    figures = _read.task_figures(repo, since)
+    figures = task_stats(repo, since=since)
     latest = _read.latest_per_task(repo)
     recent = _read.recent_runs(repo, [str(r.task_name) for r in latest], n)
     tasks = []
     for r in latest:
         runs = recent[str(r.task_name)]
-        task_stats = figures.get(r.task_name)
+        found = figures.get(r.task_name)
         tasks.append({
             "task_name": r.task_name,
             "last_action": str(r.action),
             "last_created": _read.iso_timestamp(r.created),
-            "stats": None if task_stats is None else task_stats.as_json(),
+            "stats": None if found is None else found.as_json(),
             "recent": [run.as_json() for run in runs],
         })
     return JSON({"tasks": tasks})

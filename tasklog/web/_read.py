@@ -28,7 +28,6 @@ from ..query import greater_equal, in_
 from ..repos import Repository
 from ..repos.base import cutoff_timestamp
 from ..runs import format_records
-from ..stats import TaskStats
 
 __all__ = [
     "CLOSING_ACTIONS",
@@ -50,7 +49,6 @@ __all__ = [
     "run_output",
     "run_records",
     "span_seconds",
-    "task_figures",
 ]
 
 LOST = "lost"
@@ -70,15 +68,6 @@ def span_seconds(since: When) -> float:
     """Seconds from *since* to now."""
     low = cutoff_timestamp(since)
     return 0.0 if low is None else max(time.time() - low, 0.0)
-
-
-def task_figures(repo: Repository[Any], since: When) -> dict[str, TaskStats]:
-    """Each task's figures (``stats(...).tasks``), without reading the total's
-    percentiles, which a page of tasks does not show."""
-    per_task, _ = history.run_figures(
-        repo, since=cutoff_timestamp(since), with_total=False
-    )
-    return {str(row["task_name"]): TaskStats.from_row(row) for row in per_task}
 
 
 def list_runs(
