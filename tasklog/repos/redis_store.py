@@ -35,7 +35,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..exceptions import ConfigError
@@ -318,11 +318,10 @@ class RedisRepo(Repository[ModelT]):
     def _views(self, values: list[bytes]) -> list[Row]:
         """:meth:`_view` of several values."""
         layouts, rows = decode_many(values, self._layout_of)
-        if rows and layouts.count(layouts[0]) == len(layouts):  # one layout: one view
-            adapt, kept, defaults = self._view_of(layouts[0])
-            if not adapt:
-                return rows
-            return [{**{name: row[name] for name in kept}, **defaults} for row in rows]
+        if rows and layouts.count(layouts[0]) == len(layouts) and not self._view_of(
+            layouts[0]
+        )[0]:
+            return rows  # one layout, the current model's: the rows as they are
         out: list[Row] = []
         for layout, row in zip(layouts, rows, strict=True):
             adapt, kept, defaults = self._view_of(layout)
@@ -398,6 +397,14 @@ class RedisRepo(Repository[ModelT]):
         if int(reply[0]) == -2:
             raise PartlyStored(start, total)
 
+    def _part_failed(self, err: Exception, start: int, total: int) -> NoReturn:
+        """Raise for the part from *start* that failed with *err*: PartlyStored
+        when parts before it were stored and a retry of the whole batch would
+        not help; else *err* itself (a retry with the same tokens is safe)."""
+        if start and not self.is_transient(err):
+            raise PartlyStored(start, total) from err
+        raise err
+
     def _add_in_turn(self, rows: list[Row], layout: Layout, token: str) -> None:
         """Store *rows* in parts of ``_ADD``, one script call after the other."""
         for start in range(0, len(rows), _ADD):
@@ -407,9 +414,7 @@ class RedisRepo(Repository[ModelT]):
                     keys=[self._seq_key], args=self._part_args(token, start, values)
                 )
             except Exception as err:
-                if start and not self.is_transient(err):
-                    raise PartlyStored(start, len(rows)) from err
-                raise
+                self._part_failed(err, start, len(rows))
             self._part_stored(reply, start, len(rows))
 
     def _add_overlapped(self, rows: list[Row], layout: Layout, token: str) -> None:
@@ -438,9 +443,7 @@ class RedisRepo(Repository[ModelT]):
             except self._redis.exceptions.NoScriptError:
                 raise
             except self._redis.ResponseError as err:
-                if start and not self.is_transient(err):
-                    raise PartlyStored(start, len(rows)) from err
-                raise
+                self._part_failed(err, start, len(rows))
             self._part_stored(reply, start, len(rows))
 
         try:
