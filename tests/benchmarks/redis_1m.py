@@ -62,6 +62,16 @@ def extra(i: int) -> dict[str, Any]:
     }
 
 
+def stored_row(repo: RedisRepo[Any], i: int) -> dict[str, Any]:
+    """The i-th record as the handler stores it: the task fields, ``created``,
+    and for a ``TaskRunRecord`` a message, level, host and process."""
+    row: dict[str, Any] = {**extra(i), "created": 1.7e9 + i * 0.001}
+    if "message" in repo.schema.fields:
+        row.update(message=f"processed item {i}", levelname="INFO", host=platform.node(),
+                   process=os.getpid())
+    return repo.schema.row(repo.validate(row))
+
+
 def drop(repo: RedisRepo[Any]) -> None:
     """Delete every key of the store."""
     keys = list(repo.client.scan_iter(match="{" + repo.key + "}:*", count=5000))
@@ -146,15 +156,8 @@ def reads(url: str, size: int) -> dict[str, Any]:
     repo: RedisRepo[Any] = RedisRepo(url, key=f"r_{uuid.uuid4().hex[:8]}")
     try:
         start = time.perf_counter()
-        host = platform.node()
         for first in range(0, size, BATCH):
-            repo.insert_rows([
-                repo.schema.row(repo.validate({
-                    **extra(i), "created": 1.7e9 + i * 0.001, "message": f"processed item {i}",
-                    "levelname": "INFO", "host": host, "process": os.getpid(),
-                }))
-                for i in range(first, min(size, first + BATCH))
-            ])
+            repo.insert_rows([stored_row(repo, i) for i in range(first, min(size, first + BATCH))])
         inserted = time.perf_counter() - start
         out: dict[str, Any] = {"size": size, "insert_s": inserted}
         middle = 1.7e9 + size // 2 * 0.001
@@ -181,20 +184,12 @@ def reads(url: str, size: int) -> dict[str, Any]:
 def memory(url: str, n: int) -> dict[str, float]:
     """Bytes of Redis memory per stored record, for two models."""
     out: dict[str, float] = {}
-    host = platform.node()
     for model in (TaskRunRecord, MinimalRunRecord):
         repo: RedisRepo[Any] = RedisRepo(url, key=f"m_{uuid.uuid4().hex[:8]}", model=model)
         try:
             before = used_memory(repo)
             for first in range(0, n, BATCH):
-                rows = []
-                for i in range(first, min(n, first + BATCH)):
-                    row = {**extra(i), "created": 1.7e9 + i * 0.001}
-                    if model is TaskRunRecord:
-                        row.update(message=f"processed item {i}", levelname="INFO",
-                                   host=host, process=os.getpid())
-                    rows.append(repo.schema.row(repo.validate(row)))
-                repo.insert_rows(rows)
+                repo.insert_rows([stored_row(repo, i) for i in range(first, min(n, first + BATCH))])
             out[model.__name__] = (used_memory(repo) - before) / n
         finally:
             drop(repo)
